@@ -1,0 +1,42 @@
+"""Framework-agnostic saliency methods (the reference's ``saliency.core``).
+
+``import saliencykit.core as saliency`` is a drop-in replacement for
+``import saliency.core as saliency``. Nothing here imports a deep-learning
+framework: the model is reached only through a ``call_model_function``.
+"""
+
+from .base import (
+    CONVOLUTION_LAYER_VALUES,
+    CONVOLUTION_OUTPUT_GRADIENTS,
+    INPUT_OUTPUT_GRADIENTS,
+    OUTPUT_LAYER_VALUES,
+    CoreSaliency,
+    call_model,
+    call_model_in_batches,
+    check_call_model_output,
+)
+from .blur_ig import BlurIG
+from .gradients import GradientSaliency
+from .guided_ig import GuidedIG
+from .integrated_gradients import IntegratedGradients, IntegratedGradientsOutput
+from .integration import INTEGRATION_RULES
+from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
+
+__all__ = [
+    "CONVOLUTION_LAYER_VALUES",
+    "CONVOLUTION_OUTPUT_GRADIENTS",
+    "INPUT_OUTPUT_GRADIENTS",
+    "INTEGRATION_RULES",
+    "OUTPUT_LAYER_VALUES",
+    "BlurIG",
+    "CoreSaliency",
+    "GradientSaliency",
+    "GuidedIG",
+    "IntegratedGradients",
+    "IntegratedGradientsOutput",
+    "VisualizeImageDiverging",
+    "VisualizeImageGrayscale",
+    "call_model",
+    "call_model_in_batches",
+    "check_call_model_output",
+]

@@ -1,0 +1,82 @@
+"""Vanilla gradients: the gradient of the explained output with respect to the input.
+
+Simonyan, Vedaldi and Zisserman 2013, "Deep Inside Convolutional Networks"
+(arXiv 1312.6034).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    INPUT_OUTPUT_GRADIENTS,
+    CallModelFunction,
+    CoreSaliency,
+    as_float_array,
+    call_model_in_batches,
+    check_int,
+)
+
+__all__ = ["GradientSaliency"]
+
+
+class GradientSaliency(CoreSaliency):
+    """Saliency mask = the model's input gradient, from one model call.
+
+    ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS`` with the
+    batch's exact shape. With :meth:`GetSmoothedMask`, ``batch_size`` noisy
+    samples go to the model in one call (``nsamples=25, batch_size=25`` is a
+    single call); the reference makes one call per sample.
+    """
+
+    expected_keys = [INPUT_OUTPUT_GRADIENTS]
+
+    def GetMask(  # noqa: N802
+        self,
+        x_value: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        batch_size: int = 1,
+    ) -> np.ndarray:
+        """Returns the gradient of the output with respect to ``x_value``.
+
+        Args:
+          x_value: the un-batched input, any shape; integers become floats.
+          call_model_function: answers ``INPUT_OUTPUT_GRADIENTS``.
+          call_model_args: passed to ``call_model_function`` unchanged.
+          batch_size: unused for a single input; see :meth:`GetSmoothedMask`.
+
+        Returns:
+          The gradient, ``x_value``'s shape.
+
+        Raises:
+          TypeError, ValueError: bad input, or a missing, misshapen or
+            non-finite gradient.
+        """
+        x_value = as_float_array("x_value", x_value)
+        return self._masks_of_samples(x_value[None], call_model_function, call_model_args, batch_size)[0]
+
+    def _samples_per_chunk(self, batch_size: int = 1) -> int:
+        return check_int("batch_size", batch_size)
+
+    def _masks_of_samples(
+        self,
+        x_samples: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any,
+        batch_size: int = 1,
+    ) -> np.ndarray:
+        gradients = [
+            output[INPUT_OUTPUT_GRADIENTS]
+            for _, _, output in call_model_in_batches(
+                call_model_function,
+                lambda start, stop: x_samples[start:stop],
+                len(x_samples),
+                batch_size,
+                call_model_args,
+                self.expected_keys,
+            )
+        ]
+        return gradients[0] if len(gradients) == 1 else np.concatenate(gradients)

@@ -1,0 +1,151 @@
+"""Integrated Gradients (Sundararajan, Taly and Yan 2017, arXiv 1703.01365).
+
+Attribution = ``(x - baseline) * integral_0^1 grad f(baseline + alpha (x - baseline)) d alpha``,
+the integral approximated by a quadrature rule (:mod:`.integration`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    INPUT_OUTPUT_GRADIENTS,
+    OUTPUT_LAYER_VALUES,
+    CallModelFunction,
+    CoreSaliency,
+    as_float_array,
+    baseline_like,
+    call_model,
+    call_model_in_batches,
+)
+from .integration import LINSPACE, integration_points
+
+__all__ = ["IntegratedGradients", "IntegratedGradientsOutput", "scalar_outputs"]
+
+
+@dataclass
+class IntegratedGradientsOutput:
+    """What :meth:`IntegratedGradients.GetMaskWithDetails` returns.
+
+    Attributes:
+      attribution: the IG mask, ``x_value``'s shape.
+      output_at_input: f(x), from ``OUTPUT_LAYER_VALUES``.
+      output_at_baseline: f(baseline).
+      completeness_error: ``sum(attribution) - (f(x) - f(baseline))``; it tends
+        to zero as ``x_steps`` grows (the completeness axiom of IG).
+    """
+
+    attribution: np.ndarray
+    output_at_input: float
+    output_at_baseline: float
+    completeness_error: float
+
+
+def scalar_outputs(values: np.ndarray) -> np.ndarray:
+    """Returns ``OUTPUT_LAYER_VALUES`` of shape ``[B]`` or ``[B, 1]`` as a ``[B]`` vector.
+
+    Raises:
+      ValueError: if there is more than one value per example.
+    """
+    if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1) or values.ndim == 0:
+        raise ValueError(
+            "OUTPUT_LAYER_VALUES must hold one scalar per example (shape [batch] or "
+            f"[batch, 1]: the explained output), got shape {values.shape}"
+        )
+    return values.reshape(len(values)).astype(np.float64)
+
+
+class IntegratedGradients(CoreSaliency):
+    """Integrated Gradients on the straight line from a baseline to the input.
+
+    ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS``; for
+    :meth:`GetMaskWithDetails` it must also answer ``OUTPUT_LAYER_VALUES`` with
+    one scalar (the explained output) per example.
+    """
+
+    expected_keys = [INPUT_OUTPUT_GRADIENTS]
+
+    def GetMask(  # noqa: N802
+        self,
+        x_value: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        x_baseline: np.ndarray | None = None,
+        x_steps: int = 25,
+        batch_size: int = 1,
+        integration_rule: str = LINSPACE,
+    ) -> np.ndarray:
+        """Returns the Integrated Gradients mask of ``x_value``.
+
+        Args:
+          x_value: the un-batched input, any shape; integers become floats (the
+            reference wraps uint8 differences around: FIX).
+          call_model_function: answers ``INPUT_OUTPUT_GRADIENTS``.
+          call_model_args: passed to every call unchanged.
+          x_baseline: the path's start, ``x_value``'s shape; zeros if ``None``.
+          x_steps: number of gradient evaluations (>= 1; the reference accepts
+            0 and divides by zero: FIX).
+          batch_size: the most path points sent to the model in one call.
+          integration_rule: one of :data:`~saliencykit.core.integration.INTEGRATION_RULES`;
+            the default ``"linspace"`` is the reference's rule.
+
+        Returns:
+          The attribution, ``x_value``'s shape. For a linear model with weights
+          ``w`` it is exactly ``(x - baseline) * w`` under every rule.
+
+        Raises:
+          TypeError, ValueError: bad arguments, or a bad model answer.
+        """
+        x_value = as_float_array("x_value", x_value)
+        x_baseline = baseline_like("x_baseline", x_baseline, x_value)
+        alphas, weights = integration_points(integration_rule, x_steps)
+        x_diff = x_value - x_baseline
+        expand = (slice(None),) + (None,) * x_value.ndim
+
+        def path_points(start: int, stop: int) -> np.ndarray:
+            points = x_baseline + alphas[start:stop][expand] * x_diff
+            return points.astype(x_value.dtype, copy=False)
+
+        average_gradient = np.zeros(x_value.shape, dtype=np.float64)
+        for start, stop, output in call_model_in_batches(
+            call_model_function, path_points, len(alphas), batch_size, call_model_args, self.expected_keys
+        ):
+            gradients = output[INPUT_OUTPUT_GRADIENTS]
+            average_gradient += np.tensordot(weights[start:stop], gradients, axes=1)
+            dtype = np.result_type(gradients.dtype, x_value.dtype)
+        return (x_diff * average_gradient).astype(dtype)
+
+    def GetMaskWithDetails(  # noqa: N802
+        self,
+        x_value: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        x_baseline: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> IntegratedGradientsOutput:
+        """Returns the IG mask with f(x), f(baseline) and the completeness error.
+
+        Makes the calls of :meth:`GetMask` plus one call on ``[baseline, x]``
+        asking only for ``OUTPUT_LAYER_VALUES``.
+
+        Args:
+          x_value, call_model_function, call_model_args, x_baseline, **kwargs:
+            as for :meth:`GetMask`.
+
+        Raises:
+          ValueError: also when ``OUTPUT_LAYER_VALUES`` is missing or is not one
+            scalar per example.
+        """
+        x_value = as_float_array("x_value", x_value)
+        x_baseline = baseline_like("x_baseline", x_baseline, x_value)
+        attribution = self.GetMask(
+            x_value, call_model_function, call_model_args, x_baseline=x_baseline, **kwargs
+        )
+        ends = np.stack([x_baseline, x_value])
+        output = call_model(call_model_function, ends, call_model_args, [OUTPUT_LAYER_VALUES])
+        f_baseline, f_input = scalar_outputs(output[OUTPUT_LAYER_VALUES])
+        error = float(attribution.sum(dtype=np.float64) - (f_input - f_baseline))
+        return IntegratedGradientsOutput(attribution, float(f_input), float(f_baseline), error)

@@ -1,0 +1,63 @@
+"""Quadrature rules for path integrals over alpha in [0, 1].
+
+Each rule gives the points ``alphas`` at which the gradient is evaluated and
+the ``weights`` that multiply those gradients; the weights sum to one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import check_int
+
+#: The reference library's rule: ``linspace(0, 1, n)`` with equal weights 1/n.
+LINSPACE = "linspace"
+INTEGRATION_RULES = (
+    LINSPACE,
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "gausslegendre",
+)
+
+__all__ = ["INTEGRATION_RULES", "LINSPACE", "integration_points"]
+
+
+def integration_points(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(alphas, weights)``, both of length ``n_steps``, for ``rule``.
+
+    Rules:
+      - ``"linspace"`` (the reference): ``linspace(0, 1, n)``, weights ``1/n``.
+        Both ends are included, so it is slightly biased; kept as the default
+        for identical results.
+      - ``"riemann_left"``: ``k/n`` for ``k = 0..n-1``, weights ``1/n``.
+      - ``"riemann_right"``: ``k/n`` for ``k = 1..n``, weights ``1/n``.
+      - ``"riemann_middle"``: ``(k + 1/2)/n``, weights ``1/n``.
+      - ``"riemann_trapezoid"``: ``linspace(0, 1, n)``, trapezoid weights
+        (``n >= 2``).
+      - ``"gausslegendre"``: Gauss-Legendre nodes and weights mapped to [0, 1];
+        exact for polynomial gradients of degree up to ``2n - 1``.
+
+    Raises:
+      ValueError: unknown rule, or too few steps for it.
+      TypeError: ``n_steps`` not an integer.
+    """
+    n_steps = check_int("x_steps", n_steps, minimum=2 if rule == "riemann_trapezoid" else 1)
+    uniform = np.full(n_steps, 1.0 / n_steps)
+    if rule == LINSPACE:
+        return np.linspace(0, 1, n_steps), uniform
+    if rule == "riemann_left":
+        return np.arange(n_steps) / n_steps, uniform
+    if rule == "riemann_right":
+        return np.arange(1, n_steps + 1) / n_steps, uniform
+    if rule == "riemann_middle":
+        return (np.arange(n_steps) + 0.5) / n_steps, uniform
+    if rule == "riemann_trapezoid":
+        weights = np.full(n_steps, 1.0 / (n_steps - 1))
+        weights[[0, -1]] /= 2
+        return np.linspace(0, 1, n_steps), weights
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return (nodes + 1) / 2, weights / 2
+    raise ValueError(f"integration_rule must be one of {INTEGRATION_RULES}, got {rule!r}")
