@@ -129,7 +129,7 @@ class BlurIG(CoreSaliency):
         size of the batch's last point, which is wrong when ``sqrt=True`` and
         ``batch_size > 1``; here each point has its own step size.
         """
-        x_value = as_float_array("x_value", x_value, min_ndim=2)
+        x_value = as_float_array("x_value", x_value)
         if x_value.ndim not in (2, 3):
             raise ValueError(f"x_value must be an image, H x W x C or H x W; got shape {x_value.shape}")
         max_sigma = check_number("max_sigma", max_sigma, minimum=0.0, minimum_inclusive=False)

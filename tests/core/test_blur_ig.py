@@ -1,0 +1,144 @@
+"""Tests of Blur IG and its fast Gaussian blur (saliencykit.core.blur_ig)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import saliency.core as reference
+from scipy import ndimage
+from skimage import data, transform
+
+from saliencykit.core import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, BlurIG
+from saliencykit.core.blur_ig import gaussian_blur, gaussian_blur_matrix
+
+
+class TanhModel:
+    """f(x) = sum(tanh(w * x)): smooth, nonlinear, with an exact gradient; counts calls."""
+
+    def __init__(self, shape: tuple[int, ...], seed: int = 0) -> None:
+        self.weights = np.random.default_rng(seed).normal(size=shape)
+        self.batch_sizes: list[int] = []
+
+    def value(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x * self.weights).reshape(len(x), -1).sum(axis=1)
+
+    def __call__(self, x_batch, call_model_args=None, expected_keys=None):
+        x_batch = np.asarray(x_batch, dtype=np.float64)
+        self.batch_sizes.append(len(x_batch))
+        gradients = self.weights * (1 - np.tanh(x_batch * self.weights) ** 2)
+        return {INPUT_OUTPUT_GRADIENTS: gradients, OUTPUT_LAYER_VALUES: self.value(x_batch)}
+
+
+@pytest.fixture(scope="module")
+def cat_image() -> np.ndarray:
+    return transform.resize(data.chelsea(), (40, 48), anti_aliasing=True)
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("sigma", [0.0, 0.01, 0.3, 1.0, 2.5, 9.99, 80.0])
+def test_blur_matrix_equals_scipy_filter(n: int, sigma: float) -> None:
+    vector = np.random.default_rng(1).normal(size=n)
+    expected = ndimage.gaussian_filter1d(vector, sigma, mode="constant") if sigma else vector
+    np.testing.assert_allclose(gaussian_blur_matrix(n, sigma) @ vector, expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.5, 3.0, 17.0, 50.01])
+def test_gaussian_blur_equals_reference_blur(cat_image: np.ndarray, sigma: float) -> None:
+    expected = reference.blur_ig.gaussian_blur(cat_image, sigma)
+    np.testing.assert_allclose(gaussian_blur(cat_image, sigma), expected, rtol=1e-12, atol=1e-13)
+    gray = cat_image[..., 0]
+    expected_2d = ndimage.gaussian_filter(gray, sigma, mode="constant") if sigma else gray
+    np.testing.assert_allclose(gaussian_blur(gray, sigma), expected_2d, rtol=1e-12, atol=1e-13)
+
+
+def test_blur_matrix_is_cached_and_read_only() -> None:
+    first = gaussian_blur_matrix(10, 1.5)
+    assert gaussian_blur_matrix(10, 1.5) is first
+    with pytest.raises(ValueError):
+        first[0, 0] = 2.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(max_sigma=5, steps=12),
+        dict(max_sigma=5, steps=12, batch_size=5),
+        dict(max_sigma=20, steps=9, grad_step=0.05, batch_size=9),
+        dict(max_sigma=4, steps=10, sqrt=True),
+    ],
+)
+def test_matches_reference(cat_image: np.ndarray, kwargs: dict) -> None:
+    model = TanhModel(cat_image.shape)
+    ours = BlurIG().GetMask(cat_image, model, **kwargs)
+    theirs = reference.BlurIG().GetMask(cat_image, model, **kwargs)
+    assert ours.shape == cat_image.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+
+
+def test_sqrt_with_batches_weights_each_point_by_its_own_step(cat_image: np.ndarray) -> None:
+    """FIX: the reference uses the batch's last step size for the whole batch."""
+    model = TanhModel(cat_image.shape)
+    kwargs = dict(max_sigma=4, steps=10, sqrt=True)
+    one_by_one = BlurIG().GetMask(cat_image, model, batch_size=1, **kwargs)
+    batched = BlurIG().GetMask(cat_image, model, batch_size=4, **kwargs)
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-10, atol=1e-14)
+    reference_batched = reference.BlurIG().GetMask(cat_image, model, batch_size=4, **kwargs)
+    assert not np.allclose(reference_batched, one_by_one, rtol=1e-3)
+
+
+def test_completeness_along_the_blur_path(cat_image: np.ndarray) -> None:
+    """sum(attribution) ~ f(x) - f(blur(x, max_sigma)), better with more steps."""
+    model = TanhModel(cat_image.shape, seed=3)
+    max_sigma = 6.0
+    expected = model.value(cat_image[None])[0] - model.value(gaussian_blur(cat_image, max_sigma)[None])[0]
+    errors = []
+    for steps in (10, 100):
+        attribution = BlurIG().GetMask(
+            cat_image, model, max_sigma=max_sigma, steps=steps, grad_step=1e-3, batch_size=50
+        )
+        errors.append(abs(attribution.sum() - expected))
+    assert errors[1] < 0.02 * abs(expected)
+    assert errors[1] < errors[0] / 4
+
+
+def test_batches_calls_and_order(cat_image: np.ndarray) -> None:
+    model = TanhModel(cat_image.shape)
+    BlurIG().GetMask(cat_image, model, max_sigma=3, steps=10, batch_size=4)
+    assert model.batch_sizes == [4, 4, 2]
+
+
+def test_two_dimensional_and_integer_images() -> None:
+    gray = data.camera()[::8, ::8]  # uint8, 64 x 64
+    model = TanhModel(gray.shape)
+    from_uint8 = BlurIG().GetMask(gray, model, max_sigma=4, steps=8)
+    from_float = BlurIG().GetMask(gray.astype(np.float64), model, max_sigma=4, steps=8)
+    assert from_uint8.shape == gray.shape
+    assert np.issubdtype(from_uint8.dtype, np.floating)
+    np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6 * np.abs(from_float).max())
+
+
+@pytest.mark.parametrize(
+    ("x_value", "kwargs", "error", "match"),
+    [
+        (np.zeros(10), {}, ValueError, "H x W"),
+        (np.zeros((4, 4, 3, 2)), {}, ValueError, "H x W"),
+        (np.zeros((0, 4, 3)), {}, ValueError, "empty"),
+        (np.full((4, 4), np.nan), {}, ValueError, "NaN"),
+        (np.zeros((4, 4)), {"max_sigma": 0}, ValueError, "max_sigma"),
+        (np.zeros((4, 4)), {"steps": 0}, ValueError, "steps"),
+        (np.zeros((4, 4)), {"steps": 2.5}, TypeError, "steps"),
+        (np.zeros((4, 4)), {"grad_step": -0.1}, ValueError, "grad_step"),
+        (np.zeros((4, 4)), {"batch_size": 0}, ValueError, "batch_size"),
+    ],
+)
+def test_bad_input(x_value, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        BlurIG().GetMask(x_value, TanhModel(np.shape(x_value)), **kwargs)
+
+
+def test_nan_gradients_are_an_error() -> None:
+    def nan_model(x_batch, call_model_args=None, expected_keys=None):
+        return {INPUT_OUTPUT_GRADIENTS: np.full(np.shape(x_batch), np.nan)}
+
+    with pytest.raises(ValueError, match="non-finite.*INPUT_OUTPUT_GRADIENTS"):
+        BlurIG().GetMask(np.ones((5, 5, 3)), nan_model, steps=3)
