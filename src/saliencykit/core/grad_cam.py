@@ -1,0 +1,135 @@
+"""Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
+Networks via Gradient-based Localization", arXiv 1610.02391).
+
+For a convolutional layer with activations ``A`` (channel-last, ``[..spatial.., C]``)
+and the gradients ``G`` of the explained output with respect to ``A``, the
+weight of channel ``c`` is the spatial mean of ``G[..., c]`` and the map is
+``ReLU(sum_c w_c A[..., c])``. Optionally the map is scaled to a maximum of 1
+and resized (bilinear) to the input's spatial size. The layer may have one
+(sequences), two (images) or three (volumes) spatial axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from skimage.transform import resize
+
+from .base import (
+    CONVOLUTION_LAYER_VALUES,
+    CONVOLUTION_OUTPUT_GRADIENTS,
+    CallModelFunction,
+    CoreSaliency,
+    as_float_array,
+    call_model,
+)
+
+__all__ = ["GradCam"]
+
+#: Number of copies of the map stacked on a new last axis when ``three_dims``.
+COLOR_CHANNELS = 3
+
+
+def channel_weighted_activation_map(layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
+    """Returns ``ReLU(sum_c mean_spatial(G[..., c]) * A[..., c])`` in float64.
+
+    Args:
+      layer_values: activations ``A`` of one example, ``[..spatial.., C]``.
+      layer_gradients: gradients ``G`` of the explained output with respect to
+        ``A``, the same shape.
+
+    Returns:
+      The map, ``A``'s spatial shape, non-negative, ``float64``.
+
+    Raises:
+      ValueError: if the shapes differ or there is no spatial axis.
+    """
+    if layer_values.ndim < 2:
+        raise ValueError(
+            "CONVOLUTION_LAYER_VALUES must have at least one spatial axis and a channel "
+            f"axis per example ([..spatial.., C], channel-last), got shape {layer_values.shape}"
+        )
+    if layer_gradients.shape != layer_values.shape:
+        raise ValueError(
+            "CONVOLUTION_OUTPUT_GRADIENTS must have the shape of CONVOLUTION_LAYER_VALUES "
+            f"per example: expected {layer_values.shape}, got {layer_gradients.shape}"
+        )
+    spatial_axes = tuple(range(layer_values.ndim - 1))
+    channel_weights = layer_gradients.mean(axis=spatial_axes, dtype=np.float64)
+    weighted_sum = np.matmul(layer_values.astype(np.float64, copy=False), channel_weights)
+    return np.maximum(weighted_sum, 0.0)
+
+
+class GradCam(CoreSaliency):
+    """Grad-CAM: a class-discriminative map from one convolutional layer.
+
+    ``call_model_function`` must answer ``CONVOLUTION_LAYER_VALUES`` (the
+    layer's activations) and ``CONVOLUTION_OUTPUT_GRADIENTS`` (the gradients of
+    the explained output with respect to them), both channel-last,
+    ``[batch, ..spatial.., C]``, like the reference library. The paper suggests
+    the last convolutional layer of the network. One model call per mask.
+    """
+
+    expected_keys = [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
+
+    def GetMask(  # noqa: N802 (the reference API's name)
+        self,
+        x_value: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        should_resize: bool = True,
+        three_dims: bool = True,
+    ) -> np.ndarray:
+        """Returns the Grad-CAM mask of ``x_value``.
+
+        Args:
+          x_value: the un-batched input; its leading axes are the spatial axes
+            that the layer's spatial axes correspond to (``[H, W, C]`` or
+            ``[H, W]`` for a 2-D layer, ``[L, C]`` for a 1-D layer,
+            ``[D, H, W, C]`` for a 3-D layer). Integers become floats.
+          call_model_function: answers ``CONVOLUTION_LAYER_VALUES`` and
+            ``CONVOLUTION_OUTPUT_GRADIENTS``, each ``[1, ..spatial.., C]`` for
+            the batch of one it receives.
+          call_model_args: passed to ``call_model_function`` unchanged.
+          should_resize: if True, divide the map by its maximum (when that is
+            > 0) and resize it to ``x_value.shape[:k]`` for a layer with ``k``
+            spatial axes, with ``skimage.transform.resize`` at its defaults
+            (bilinear, reflect mode, anti-aliasing only when shrinking), which
+            is exactly what the reference does.
+          three_dims: if True, stack three copies of the map on a new last
+            axis (``[H, W] -> [H, W, 3]``, like the reference; ``[L, 3]`` or
+            ``[D, H, W, 3]`` for 1-D or 3-D layers).
+
+        Returns:
+          A ``float32`` array: the map, of the layer's spatial shape (or the
+          input's when ``should_resize``), with a last axis of 3 when
+          ``three_dims``. Non-negative; at most 1 when ``should_resize``.
+
+        Raises:
+          TypeError, ValueError: bad input; a missing, misshapen or non-finite
+            answer; activations and gradients of different shapes; a layer
+            with more spatial axes than ``x_value`` has axes.
+        """
+        x_value = as_float_array("x_value", x_value)
+        output = call_model(call_model_function, x_value[None], call_model_args, self.expected_keys)
+        layer_values = output[CONVOLUTION_LAYER_VALUES][0]
+        layer_gradients = output[CONVOLUTION_OUTPUT_GRADIENTS][0]
+        grad_cam = channel_weighted_activation_map(layer_values, layer_gradients)
+
+        if should_resize:
+            n_spatial = grad_cam.ndim
+            if x_value.ndim < n_spatial:
+                raise ValueError(
+                    f"the convolution layer has {n_spatial} spatial axes but x_value has shape "
+                    f"{x_value.shape}: cannot resize the map to the input's spatial size"
+                )
+            peak = grad_cam.max()
+            if peak > 0:
+                grad_cam = grad_cam / peak
+            grad_cam = resize(grad_cam, x_value.shape[:n_spatial])
+
+        grad_cam = grad_cam.astype(np.float32)
+        if three_dims:
+            grad_cam = np.repeat(grad_cam[..., None], COLOR_CHANNELS, axis=-1)
+        return grad_cam
