@@ -42,7 +42,9 @@ def linear_model(weights: np.ndarray):
 @pytest.fixture
 def reference_without_numpy2_crash(monkeypatch):
     """The reference calls np.quantile(interpolation=...), removed in NumPy 2.4: patch it here only."""
-    patched_numpy = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("__")})
+    patched_numpy = types.SimpleNamespace(
+        **{name: getattr(np, name) for name in dir(np) if not name.startswith("__")}
+    )
     patched_numpy.quantile = lambda a, q, interpolation="linear": np.quantile(a, q, method=interpolation)
     monkeypatch.setattr(reference_guided_ig, "np", patched_numpy)
     return reference_guided_ig.GuidedIG()
@@ -73,7 +75,9 @@ def test_matches_reference_with_a_random_baseline(reference_without_numpy2_crash
     x_value, baseline = rng.normal(size=50), rng.normal(size=50)
     model = MlpModel(50, seed=2)
     ours = GuidedIG().GetMask(x_value, model, x_baseline=baseline, x_steps=20, max_dist=0.2)
-    theirs = reference_without_numpy2_crash.GetMask(x_value, model, x_baseline=baseline, x_steps=20, max_dist=0.2)
+    theirs = reference_without_numpy2_crash.GetMask(
+        x_value, model, x_baseline=baseline, x_steps=20, max_dist=0.2
+    )
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
 
 

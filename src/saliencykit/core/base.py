@@ -105,7 +105,7 @@ def check_number(
     return value
 
 
-def as_float_array(name: str, value: Any, min_ndim: int = 1) -> np.ndarray:
+def as_float_array(name: str, value: Any, min_ndim: int = 0) -> np.ndarray:
     """Returns ``value`` as a floating-point array, checked for use as a model input.
 
     Floating-point inputs keep their dtype; integer and boolean inputs become
@@ -121,9 +121,7 @@ def as_float_array(name: str, value: Any, min_ndim: int = 1) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
     if array.ndim < min_ndim:
-        raise ValueError(
-            f"{name} must have at least {min_ndim} dimension(s), got shape {array.shape}"
-        )
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
     if array.dtype.kind != "f":
@@ -143,9 +141,7 @@ def baseline_like(name: str, x_baseline: Any, x_value: np.ndarray) -> np.ndarray
         return np.zeros_like(x_value)
     baseline = as_float_array(name, x_baseline, min_ndim=0)
     if baseline.shape != x_value.shape:
-        raise ValueError(
-            f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}"
-        )
+        raise ValueError(f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}")
     return baseline
 
 
@@ -177,8 +173,7 @@ def check_call_model_output(
     """
     if not isinstance(output, Mapping):
         raise TypeError(
-            "call_model_function must return a dict mapping keys to arrays, "
-            f"got {type(output).__name__}"
+            f"call_model_function must return a dict mapping keys to arrays, got {type(output).__name__}"
         )
     input_shape = tuple(input_shape)
     checked = {}
@@ -188,7 +183,10 @@ def check_call_model_output(
                 f"call_model_function did not return the expected key {key!r} "
                 f"(it returned keys {sorted(map(str, output))})"
             )
-        value = np.asarray(output[key])
+        try:
+            value = np.asarray(output[key])
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"{key} could not be converted to an array: {error}") from None
         if value.dtype.kind not in "biuf":
             raise TypeError(f"{key} must be a real numeric array, got dtype {value.dtype}")
         if key in FULL_SHAPE_KEYS:
@@ -225,9 +223,7 @@ def call_model(
       TypeError, ValueError: see :func:`check_call_model_output`.
     """
     expected_keys = list(expected_keys)
-    output = call_model_function(
-        x_value_batch, call_model_args=call_model_args, expected_keys=expected_keys
-    )
+    output = call_model_function(x_value_batch, call_model_args=call_model_args, expected_keys=expected_keys)
     return check_call_model_output(output, x_value_batch.shape, expected_keys)
 
 
@@ -264,8 +260,10 @@ def call_model_in_batches(
     n_inputs = check_int("number of model inputs", n_inputs)
     for start in range(0, n_inputs, batch_size):
         stop = min(start + batch_size, n_inputs)
-        yield start, stop, call_model(
-            call_model_function, make_inputs(start, stop), call_model_args, expected_keys
+        yield (
+            start,
+            stop,
+            call_model(call_model_function, make_inputs(start, stop), call_model_args, expected_keys),
         )
 
 
@@ -309,7 +307,11 @@ class CoreSaliency:
     expected_keys: Sequence[str] = ()
 
     def GetMask(  # noqa: N802 (the reference API's name)
-        self, x_value: np.ndarray, call_model_function: CallModelFunction, call_model_args: Any = None, **kwargs: Any
+        self,
+        x_value: np.ndarray,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        **kwargs: Any,
     ) -> np.ndarray:
         """Returns the saliency mask of the single, un-batched ``x_value``."""
         raise NotImplementedError("A derived class should implement GetMask()")
@@ -363,9 +365,7 @@ class CoreSaliency:
         for start in range(0, nsamples, samples_per_chunk):
             n_chunk = min(samples_per_chunk, nsamples - start)
             noise = normal(0, stdev, (n_chunk,) + x_value.shape)
-            masks = self._masks_of_samples(
-                x_value + noise, call_model_function, call_model_args, **kwargs
-            )
+            masks = self._masks_of_samples(x_value + noise, call_model_function, call_model_args, **kwargs)
             if magnitude:
                 masks = masks * masks
             chunk_sum = masks.sum(axis=0, dtype=np.float64)
@@ -385,9 +385,7 @@ class CoreSaliency:
         **kwargs: Any,
     ) -> np.ndarray:
         """Masks of a stack of inputs ``[n, ...]``; by default one GetMask each."""
-        return np.stack(
-            [self.GetMask(x, call_model_function, call_model_args, **kwargs) for x in x_samples]
-        )
+        return np.stack([self.GetMask(x, call_model_function, call_model_args, **kwargs) for x in x_samples])
 
     def format_and_check_call_model_output(
         self, output: dict, input_shape: Sequence[int], expected_keys: Sequence[str]

@@ -18,7 +18,6 @@ from .base import (
     CoreSaliency,
     as_float_array,
     baseline_like,
-    call_model,
     call_model_in_batches,
 )
 from .integration import LINSPACE, integration_points
@@ -128,8 +127,9 @@ class IntegratedGradients(CoreSaliency):
     ) -> IntegratedGradientsOutput:
         """Returns the IG mask with f(x), f(baseline) and the completeness error.
 
-        Makes the calls of :meth:`GetMask` plus one call on ``[baseline, x]``
-        asking only for ``OUTPUT_LAYER_VALUES``.
+        Makes the calls of :meth:`GetMask` plus calls on ``[baseline, x]``
+        (one call unless ``batch_size`` is 1) asking only for
+        ``OUTPUT_LAYER_VALUES``.
 
         Args:
           x_value, call_model_function, call_model_args, x_baseline, **kwargs:
@@ -145,7 +145,17 @@ class IntegratedGradients(CoreSaliency):
             x_value, call_model_function, call_model_args, x_baseline=x_baseline, **kwargs
         )
         ends = np.stack([x_baseline, x_value])
-        output = call_model(call_model_function, ends, call_model_args, [OUTPUT_LAYER_VALUES])
-        f_baseline, f_input = scalar_outputs(output[OUTPUT_LAYER_VALUES])
+        values = [
+            scalar_outputs(output[OUTPUT_LAYER_VALUES])
+            for _, _, output in call_model_in_batches(
+                call_model_function,
+                lambda start, stop: ends[start:stop],
+                2,
+                kwargs.get("batch_size", 1),
+                call_model_args,
+                [OUTPUT_LAYER_VALUES],
+            )
+        ]
+        f_baseline, f_input = np.concatenate(values)
         error = float(attribution.sum(dtype=np.float64) - (f_input - f_baseline))
         return IntegratedGradientsOutput(attribution, float(f_input), float(f_baseline), error)
