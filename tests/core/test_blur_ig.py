@@ -9,7 +9,7 @@ from scipy import ndimage
 from skimage import data, transform
 
 from saliencykit.core import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, BlurIG
-from saliencykit.core.blur_ig import gaussian_blur, gaussian_blur_matrix
+from saliencykit.core.blur_ig import blur_path, gaussian_blur, gaussian_blur_matrix
 
 
 class TanhModel:
@@ -51,11 +51,37 @@ def test_gaussian_blur_equals_reference_blur(cat_image: np.ndarray, sigma: float
     np.testing.assert_allclose(gaussian_blur(gray, sigma), expected_2d, rtol=1e-12, atol=1e-13)
 
 
-def test_blur_matrix_is_cached_and_read_only() -> None:
-    first = gaussian_blur_matrix(10, 1.5)
-    assert gaussian_blur_matrix(10, 1.5) is first
-    with pytest.raises(ValueError):
-        first[0, 0] = 2.0
+def test_blur_path_points_and_derivatives_match_scipy(cat_image: np.ndarray) -> None:
+    sigmas = np.array([0.0, 0.1, 1.3, 7.0, 31.5])
+    grad_step = 0.01
+    expected_points = np.stack([reference.blur_ig.gaussian_blur(cat_image, s) for s in sigmas])
+    expected_derivatives = np.stack(
+        [
+            (
+                reference.blur_ig.gaussian_blur(cat_image, s + grad_step)
+                - reference.blur_ig.gaussian_blur(cat_image, s)
+            )
+            / grad_step
+            for s in sigmas
+        ]
+    )
+    for dtype, tolerance in ((np.float64, 1e-10), (np.float32, 1e-5)):
+        points, derivatives = blur_path(cat_image.astype(dtype), sigmas, grad_step, dtype)
+        assert points.dtype == derivatives.dtype == dtype
+        np.testing.assert_allclose(
+            points, expected_points, rtol=0, atol=tolerance * np.abs(expected_points).max()
+        )
+        for ours, theirs in zip(derivatives, expected_derivatives, strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=tolerance * np.abs(theirs).max() + 1e-12)
+
+
+def test_float32_images_match_reference_within_float32_tolerance(cat_image: np.ndarray) -> None:
+    image = cat_image.astype(np.float32)
+    model = TanhModel(image.shape)
+    ours = BlurIG().GetMask(image, model, max_sigma=10, steps=20, batch_size=7)
+    theirs = reference.BlurIG().GetMask(image, model, max_sigma=10, steps=20)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
 
 
 @pytest.mark.parametrize(
