@@ -8,6 +8,7 @@ framework: the model is reached only through a ``call_model_function``.
 from .base import (
     CONVOLUTION_LAYER_VALUES,
     CONVOLUTION_OUTPUT_GRADIENTS,
+    GUIDED_INPUT_OUTPUT_GRADIENTS,
     INPUT_OUTPUT_GRADIENTS,
     OUTPUT_LAYER_VALUES,
     CoreSaliency,
@@ -16,7 +17,7 @@ from .base import (
     check_call_model_output,
 )
 from .blur_ig import BlurIG
-from .gradients import GradientSaliency
+from .gradients import GradientSaliency, GuidedBackprop
 from .guided_ig import GuidedIG
 from .integrated_gradients import IntegratedGradients, IntegratedGradientsOutput
 from .integration import INTEGRATION_RULES
@@ -25,12 +26,14 @@ from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
 __all__ = [
     "CONVOLUTION_LAYER_VALUES",
     "CONVOLUTION_OUTPUT_GRADIENTS",
+    "GUIDED_INPUT_OUTPUT_GRADIENTS",
     "INPUT_OUTPUT_GRADIENTS",
     "INTEGRATION_RULES",
     "OUTPUT_LAYER_VALUES",
     "BlurIG",
     "CoreSaliency",
     "GradientSaliency",
+    "GuidedBackprop",
     "GuidedIG",
     "IntegratedGradients",
     "IntegratedGradientsOutput",

@@ -20,10 +20,14 @@ CONVOLUTION_LAYER_VALUES = "CONVOLUTION_LAYER_VALUES"
 CONVOLUTION_OUTPUT_GRADIENTS = "CONVOLUTION_OUTPUT_GRADIENTS"
 INPUT_OUTPUT_GRADIENTS = "INPUT_OUTPUT_GRADIENTS"
 OUTPUT_LAYER_VALUES = "OUTPUT_LAYER_VALUES"
+#: New key (not in the reference): input gradients computed with guided
+#: backpropagation (ReLU backward passes only positive gradients where its
+#: forward input was positive). Answered by the PyTorch and Keras adapters.
+GUIDED_INPUT_OUTPUT_GRADIENTS = "GUIDED_INPUT_OUTPUT_GRADIENTS"
 
 #: Keys whose value must have exactly the shape of the input batch. For every
 #: other key only the leading (batch) dimension is checked.
-FULL_SHAPE_KEYS: set[str] = {INPUT_OUTPUT_GRADIENTS}
+FULL_SHAPE_KEYS: set[str] = {INPUT_OUTPUT_GRADIENTS, GUIDED_INPUT_OUTPUT_GRADIENTS}
 
 SHAPE_ERROR_MESSAGE = {
     CONVOLUTION_LAYER_VALUES: (
@@ -49,6 +53,7 @@ CallModelFunction = Callable[..., Mapping[str, Any]]
 __all__ = [
     "CONVOLUTION_LAYER_VALUES",
     "CONVOLUTION_OUTPUT_GRADIENTS",
+    "GUIDED_INPUT_OUTPUT_GRADIENTS",
     "INPUT_OUTPUT_GRADIENTS",
     "OUTPUT_LAYER_VALUES",
     "CoreSaliency",

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .base import (
+    GUIDED_INPUT_OUTPUT_GRADIENTS,
     INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
@@ -19,7 +20,7 @@ from .base import (
     check_int,
 )
 
-__all__ = ["GradientSaliency"]
+__all__ = ["GradientSaliency", "GuidedBackprop"]
 
 
 class GradientSaliency(CoreSaliency):
@@ -68,8 +69,9 @@ class GradientSaliency(CoreSaliency):
         call_model_args: Any,
         batch_size: int = 1,
     ) -> np.ndarray:
+        (key,) = self.expected_keys
         gradients = [
-            output[INPUT_OUTPUT_GRADIENTS]
+            output[key]
             for _, _, output in call_model_in_batches(
                 call_model_function,
                 lambda start, stop: x_samples[start:stop],
@@ -80,3 +82,18 @@ class GradientSaliency(CoreSaliency):
             )
         ]
         return gradients[0] if len(gradients) == 1 else np.concatenate(gradients)
+
+
+class GuidedBackprop(GradientSaliency):
+    """Guided Backpropagation (Springenberg et al. 2014, arXiv 1412.6806), any framework.
+
+    The mask is the input gradient with every ReLU's backward pass letting
+    through only positive gradients where its forward input was positive.
+    ``call_model_function`` must answer ``GUIDED_INPUT_OUTPUT_GRADIENTS``: the
+    adapters of :mod:`saliencykit.torch` and :mod:`saliencykit.keras` do. The
+    reference offers this only for TF1 graphs. ``GetMask`` and
+    ``GetSmoothedMask`` (with ``batch_size``) work as for
+    :class:`GradientSaliency`.
+    """
+
+    expected_keys = [GUIDED_INPUT_OUTPUT_GRADIENTS]
