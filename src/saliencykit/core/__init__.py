@@ -22,6 +22,7 @@ from .guided_ig import GuidedIG
 from .integrated_gradients import IntegratedGradients, IntegratedGradientsOutput
 from .integration import INTEGRATION_RULES
 from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
+from .xrai import XRAI, XRAIOutput, XRAIParameters
 
 __all__ = [
     "CONVOLUTION_LAYER_VALUES",
@@ -39,6 +40,9 @@ __all__ = [
     "IntegratedGradientsOutput",
     "VisualizeImageDiverging",
     "VisualizeImageGrayscale",
+    "XRAI",
+    "XRAIOutput",
+    "XRAIParameters",
     "call_model",
     "call_model_in_batches",
     "check_call_model_output",
