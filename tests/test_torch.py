@@ -286,3 +286,38 @@ def test_channels_first_input_passes_unchanged(images: np.ndarray) -> None:
         rtol=1e-5,
         atol=1e-8,
     )
+
+
+def test_gradients_inside_no_grad_and_inference_mode(images: np.ndarray) -> None:
+    model = small_cnn().eval()
+    call = make_call_model_function(model, target=1)
+    expected = manual_gradients(model, images, 1)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            call(images)[saliency.INPUT_OUTPUT_GRADIENTS], expected, rtol=1e-5, atol=1e-7
+        )
+    with torch.inference_mode():
+        np.testing.assert_allclose(
+            call(images)[saliency.INPUT_OUTPUT_GRADIENTS], expected, rtol=1e-5, atol=1e-7
+        )
+
+
+def test_grad_cam_layer_followed_by_an_inplace_relu(images: np.ndarray) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    values = make_call_model_function(model, target=0, layer=conv)(images, expected_keys=ALL_GRADIENT_KEYS)
+    expected = conv(torch.tensor(images).permute(0, 3, 1, 2)).detach().movedim(1, -1).numpy()
+    assert expected.min() < 0  # the pre-ReLU values, not the rectified ones
+    np.testing.assert_allclose(values[saliency.CONVOLUTION_LAYER_VALUES], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_read_only_batches_are_accepted(images: np.ndarray) -> None:
+    model = small_cnn().eval()
+    read_only = np.broadcast_to(images[:1], images.shape)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gradients = make_call_model_function(model, target=0)(read_only)[saliency.INPUT_OUTPUT_GRADIENTS]
+    np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-6)

@@ -135,6 +135,24 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
+def _capture_into(captured: list[torch.Tensor]) -> Callable[..., Any]:
+    """A forward hook that records the layer's output and hands the model a copy.
+
+    The copy keeps the recorded activation intact when an in-place operation
+    (``nn.ReLU(inplace=True)``) follows the layer, and gradients still flow to it.
+    """
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        tensor = output[0] if isinstance(output, (tuple, list)) else output
+        captured.append(tensor)
+        copy = tensor.clone()
+        if isinstance(output, (tuple, list)):
+            return type(output)([copy, *output[1:]])
+        return copy
+
+    return hook
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module, enabled: bool) -> Iterator[None]:
     was_training = model.training
@@ -202,6 +220,8 @@ def make_call_model_function(
 
     def to_model_layout(x_batch: np.ndarray, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         array = np.asarray(x_batch)
+        if not array.flags.writeable:  # torch warns on read-only NumPy memory
+            array = array.copy()
         if array.dtype.kind not in "biuf":
             raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
         leaf = torch.as_tensor(array).to(device=device, dtype=dtype)
@@ -225,17 +245,14 @@ def make_call_model_function(
         want_layer = any(key in keys for key in (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS))
         if want_layer and layer_module is None:
             raise ValueError("CONVOLUTION_* keys need the layer= argument of make_call_model_function")
-        handle = (
-            layer_module.register_forward_hook(
-                lambda m, i, output: captured.append(
-                    output[0] if isinstance(output, (tuple, list)) else output
-                )
-            )
-            if want_layer
-            else None
-        )
+        handle = layer_module.register_forward_hook(_capture_into(captured)) if want_layer else None
         try:
-            with _guided_relus(model) if guided else contextlib.nullcontext():
+            # Gradients are needed even when the caller runs under no_grad/inference_mode.
+            with (
+                torch.inference_mode(False),
+                torch.enable_grad(),
+                _guided_relus(model) if guided else contextlib.nullcontext(),
+            ):
                 leaf, model_input = to_model_layout(x_batch, requires_grad=True)
                 selected = select_target(model(model_input), chosen)
                 sources = [leaf] if guided or INPUT_OUTPUT_GRADIENTS in keys else []

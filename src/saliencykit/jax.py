@@ -1,0 +1,620 @@
+"""JAX adapter: a ready ``call_model_function`` from a JAX function.
+
+>>> import saliencykit.core as saliency
+>>> from saliencykit.jax import make_call_model_function
+>>> call = make_call_model_function(model.apply, target=285, params=variables,
+...                                 layer=(features_fn, head_fn), preprocess=normalize)
+>>> mask = saliency.IntegratedGradients().GetMask(image, call, x_steps=25, batch_size=25)
+
+The model is any JAX function of a batch: ``apply_fn(params, x)`` when
+``params`` is given (Flax's ``model.apply``, Haiku's ``transformed.apply`` with
+its ``rng`` bound, a hand-written network), ``apply_fn(x)`` otherwise. The
+NumPy batch is handed over as a ``jnp`` array **exactly in its own layout**:
+methods of :mod:`saliencykit.core` use channel-last batches (``N x H x W x C``),
+which is also the default layout of JAX and Flax convolutions (``NHWC`` with
+``HWIO`` kernels), so nothing is permuted (unlike the PyTorch adapter, which
+moves the channel axis for ``nn.Conv2d``). The array is ``float32``, or
+``float64`` when the batch is ``float64`` and ``jax_enable_x64`` is on;
+integer images (``uint8``) become ``float32``. Gradients are taken with respect
+to that array, so any ``preprocess`` (scaling from [0, 255], normalisation) is
+differentiated through.
+
+Only the keys asked for are computed: ``OUTPUT_LAYER_VALUES`` alone runs the
+forward function only; gradients come from one ``jax.vjp`` of the target's sum.
+Each (target, keys) combination is ``jax.jit``-compiled once and cached (a new
+batch shape retraces once, as ``jax.jit`` always does). Targets passed per call
+through ``call_model_args`` are cached too, but only the most recent
+:data:`OVERRIDE_CACHE_SIZE` of them, so a fresh ``lambda`` on every call cannot
+grow memory without bound (it only costs a retrace each time).
+
+Grad-CAM needs a layer, and functions have no layers: ``layer`` is a pair
+``(features_fn, head_fn)`` that splits the model, ``apply_fn(x) ==
+head_fn(features_fn(x))`` (each taking ``params`` first when ``params`` is
+given). ``CONVOLUTION_LAYER_VALUES`` is ``features_fn``'s output as returned
+(it must be channel-last, ``[N, ..spatial.., C]``, like Flax's convolutions) and
+``CONVOLUTION_OUTPUT_GRADIENTS`` the target's gradient with respect to it.
+
+``GUIDED_INPUT_OUTPUT_GRADIENTS`` is not answered: guided backpropagation
+changes the backward pass of every ReLU, and the ReLUs inside an arbitrary,
+traced JAX function cannot be found and replaced from outside (a PyTorch or
+Keras model exposes them as modules or layers). Put the guided rule into the
+model itself (a ReLU written with ``jax.custom_vjp`` whose backward pass keeps
+only positive gradients where its input was positive) and ask for
+``INPUT_OUTPUT_GRADIENTS`` instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+
+from .core.base import (
+    CONVOLUTION_LAYER_VALUES,
+    CONVOLUTION_OUTPUT_GRADIENTS,
+    GUIDED_INPUT_OUTPUT_GRADIENTS,
+    INPUT_OUTPUT_GRADIENTS,
+    OUTPUT_LAYER_VALUES,
+    CallModelFunction,
+)
+
+__all__ = ["OVERRIDE_CACHE_SIZE", "make_call_model_function", "select_target"]
+
+Target = int | Callable[[jax.Array], jax.Array]
+LayerPair = tuple[Callable[..., jax.Array], Callable[..., jax.Array]]
+GRADIENT_KEYS = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
+LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
+KNOWN_KEYS = (*GRADIENT_KEYS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS)
+
+#: How many compiled functions are kept for targets given per call through
+#: ``call_model_args`` (least recently used first out). The default target's
+#: compiled functions are always kept.
+OVERRIDE_CACHE_SIZE = 16
+
+#: Relative tolerance when checking, on the first Grad-CAM call, that the
+#: layer pair reproduces ``apply_fn``'s target.
+LAYER_PAIR_RTOL = 1e-3
+
+#: Primitives that call a sub-jaxpr once, its inputs and outputs matching the
+#: equation's one to one; the dependency analysis looks inside them.
+_CALL_PRIMITIVES = frozenset(
+    {
+        "jit",
+        "pjit",
+        "closed_call",
+        "core_call",
+        "custom_jvp_call",
+        "custom_vjp_call",
+        "custom_vjp_call_jaxpr",
+        "remat",
+        "remat2",
+        "checkpoint",
+    }
+)
+
+GUIDED_NOT_SUPPORTED = (
+    "GUIDED_INPUT_OUTPUT_GRADIENTS is not supported by the JAX adapter: guided backpropagation "
+    "replaces the backward pass of every ReLU, and the ReLUs inside a traced JAX function cannot "
+    "be found and intercepted from outside (PyTorch and Keras models expose them as modules or "
+    "layers). Write the guided rule into the model (a jax.custom_vjp ReLU whose backward pass "
+    "keeps only positive gradients where its input was positive) and ask for INPUT_OUTPUT_GRADIENTS."
+)
+
+
+# --------------------------------------------------------------------------
+# Targets.
+# --------------------------------------------------------------------------
+
+
+def select_target(outputs: Any, target: Target) -> jax.Array:
+    """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
+
+    Works on concrete arrays and inside ``jax.jit`` / ``jax.vjp`` traces.
+
+    Args:
+      outputs: the model's output batch, ``[batch, classes]`` for a class
+        index, any ``[batch, ...]`` array for a callable; a tuple or list
+        means its first element (e.g. Flax's ``(output, state)``).
+      target: a class index (negative counts from the end) or a callable
+        mapping the output batch to one scalar per example, shape
+        ``[batch]`` or ``[batch, 1]``.
+
+    Returns:
+      A ``[batch]`` array.
+
+    Raises:
+      ValueError: a class index out of range, an output that is not
+        ``[batch, classes]`` for an index, an output without a batch axis, or
+        a callable that does not return one scalar per example.
+      TypeError: a target that is neither an integer nor a callable.
+    """
+    if isinstance(outputs, (tuple, list)):
+        outputs = outputs[0]
+    if not hasattr(outputs, "shape") or len(outputs.shape) < 1:
+        shape = tuple(outputs.shape) if hasattr(outputs, "shape") else type(outputs).__name__
+        raise ValueError(f"the model must return an array with a leading batch axis, got {shape}")
+    batch = outputs.shape[0]
+    if callable(target):
+        selected = target(outputs)
+        if not hasattr(selected, "shape") or tuple(selected.shape) not in ((batch,), (batch, 1)):
+            shape = tuple(selected.shape) if hasattr(selected, "shape") else type(selected).__name__
+            raise ValueError(
+                f"target must map the model's output batch to one scalar per example, "
+                f"shape ({batch},); it returned {shape}"
+            )
+        return jnp.reshape(selected, (batch,))
+    _check_target_type(target)
+    if outputs.ndim != 2:
+        raise ValueError(
+            f"a class-index target needs a [batch, classes] model output, got shape {tuple(outputs.shape)}; "
+            "pass a callable target instead"
+        )
+    if not -outputs.shape[1] <= target < outputs.shape[1]:
+        raise ValueError(f"target class {target} is out of range for a model with {outputs.shape[1]} outputs")
+    return outputs[:, int(target)]
+
+
+def _check_target_type(target: Any) -> None:
+    """Raises TypeError unless ``target`` is an integer (not a bool) or a callable."""
+    if callable(target):
+        return
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"target must be a class index (int) or a callable, got {type(target).__name__}")
+
+
+class _SameObject:
+    """A cache key for a callable target: equal only to itself, and keeps it alive.
+
+    Holding the callable guarantees its ``id`` is not reused by another object
+    while the cache entry exists (keying by a bare ``id`` would risk that).
+    """
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SameObject) and other.obj is self.obj
+
+
+def _target_key(target: Target) -> Any:
+    """A hashable cache key for ``target`` (an int as itself, a callable by identity)."""
+    _check_target_type(target)
+    return _SameObject(target) if callable(target) else int(target)
+
+
+# --------------------------------------------------------------------------
+# Structural zero gradients.
+# --------------------------------------------------------------------------
+
+
+def _outputs_reached(jaxpr: Jaxpr, reached_inputs: Sequence[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend (structurally) on the flagged inputs.
+
+    An over-approximation: an equation's outputs all count as reached when any
+    of its inputs is, except for plain call primitives (:data:`_CALL_PRIMITIVES`),
+    whose sub-jaxpr is analysed the same way. It never misses a real dependency.
+
+    Args:
+      jaxpr: the program.
+      reached_inputs: one flag per ``jaxpr.invars``.
+
+    Returns:
+      One flag per ``jaxpr.outvars``.
+    """
+    reached = {var for var, flag in zip(jaxpr.invars, reached_inputs, strict=True) if flag}
+
+    def is_reached(var: Any) -> bool:
+        return not isinstance(var, Literal) and var in reached
+
+    for equation in jaxpr.eqns:
+        input_flags = [is_reached(var) for var in equation.invars]
+        if not any(input_flags):
+            continue
+        output_flags = [True] * len(equation.outvars)
+        if equation.primitive.name in _CALL_PRIMITIVES:
+            for name in ("jaxpr", "call_jaxpr"):
+                inner = equation.params.get(name)
+                if isinstance(inner, ClosedJaxpr):
+                    inner = inner.jaxpr
+                if (
+                    isinstance(inner, Jaxpr)
+                    and len(inner.invars) == len(equation.invars)
+                    and len(inner.outvars) == len(equation.outvars)
+                ):
+                    output_flags = _outputs_reached(inner, input_flags)
+                    break
+        reached.update(var for var, flag in zip(equation.outvars, output_flags, strict=True) if flag)
+    return [is_reached(var) for var in jaxpr.outvars]
+
+
+# --------------------------------------------------------------------------
+# The adapter.
+# --------------------------------------------------------------------------
+
+
+class _Request(NamedTuple):
+    """What one compiled gradient function computes."""
+
+    input_gradients: bool
+    layer: bool
+
+
+class _Compiled(NamedTuple):
+    """A jitted function and the memo of its structural-zero checks (shape, dtype) -> names."""
+
+    function: Callable[..., Any]
+    zero_checks: dict[tuple[tuple[int, ...], str], list[str]]
+
+
+def _check_layer_pair(layer: Any) -> LayerPair | None:
+    """Returns ``layer`` as a ``(features_fn, head_fn)`` tuple, or ``None``.
+
+    Raises:
+      TypeError: ``layer`` is not a tuple/list, or an element is not callable.
+      ValueError: it does not have exactly two elements.
+    """
+    if layer is None:
+        return None
+    if not isinstance(layer, (tuple, list)):
+        raise TypeError(
+            "layer must be a pair (features_fn, head_fn) with apply_fn(x) == head_fn(features_fn(x)) "
+            f"(a JAX function has no named layers), got {type(layer).__name__}"
+        )
+    if len(layer) != 2:
+        raise ValueError(f"layer must be a pair (features_fn, head_fn), got {len(layer)} element(s)")
+    for name, function in zip(("features_fn", "head_fn"), layer, strict=True):
+        if not callable(function):
+            raise TypeError(f"layer's {name} must be callable, got {type(function).__name__}")
+    return tuple(layer)
+
+
+def _as_model_input(x_value_batch: Any) -> jax.Array:
+    """The NumPy batch as a ``jnp`` array: float32, or float64 for float64 input under x64.
+
+    Raises:
+      TypeError: a non-numeric batch.
+      ValueError: a batch without a leading batch axis (a scalar).
+    """
+    array = np.asarray(x_value_batch)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
+    if array.ndim < 1:
+        raise ValueError(f"x_value_batch must have a leading batch axis, got shape {array.shape}")
+    keep_float64 = array.dtype == np.float64 and jax.config.jax_enable_x64
+    return jnp.asarray(array.astype(np.float64 if keep_float64 else np.float32, copy=False))
+
+
+def _require_floating(selected: jax.Array) -> None:
+    """Raises ValueError at trace time if the explained output cannot be differentiated."""
+    if not jnp.issubdtype(selected.dtype, jnp.floating):
+        raise ValueError(
+            f"the model's output does not depend differentiably on its input: the target has dtype "
+            f"{selected.dtype} (does the function cast to integers or booleans?); gradients need a "
+            "floating-point output"
+        )
+
+
+class _JaxCallModelFunction:
+    """The ``call_model_function`` that :func:`make_call_model_function` returns.
+
+    ``call(x_value_batch, call_model_args=None, expected_keys=None)`` returns a
+    dict key -> ``np.ndarray``; see :func:`make_call_model_function`.
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[..., Any],
+        target: Target,
+        params: Any,
+        layer: LayerPair | None,
+        preprocess: Callable[[jax.Array], jax.Array] | None,
+    ) -> None:
+        self._apply_fn = apply_fn
+        self._target = target
+        self._default_key = _target_key(target)
+        self._has_params = params is not None
+        self._params = params
+        self._layer = layer
+        self._preprocess = preprocess
+        self._default_cache: dict[Any, _Compiled] = {}
+        self._override_cache: collections.OrderedDict[Any, _Compiled] = collections.OrderedDict()
+        self._layer_pair_verified = False
+
+    # ---- the model, as pure functions of (params, x) ----------------------
+
+    def _call(self, function: Callable[..., Any], params: Any, value: jax.Array) -> Any:
+        """``function(params, value)``, or ``function(value)`` when the adapter has no params."""
+        return function(params, value) if self._has_params else function(value)
+
+    def _model_input(self, x: jax.Array) -> jax.Array:
+        """The batch after ``preprocess`` (unchanged without one)."""
+        return self._preprocess(x) if self._preprocess is not None else x
+
+    def _forward(self, params: Any, x: jax.Array, target: Target) -> jax.Array:
+        """The explained output ``[N]`` of ``apply_fn`` for the ``[N, ...]`` batch ``x``."""
+        return select_target(self._call(self._apply_fn, params, self._model_input(x)), target)
+
+    def _features(self, params: Any, x: jax.Array) -> jax.Array:
+        """``features_fn``'s output for the batch ``x``, checked to be one floating ``[N, ..., C]`` array.
+
+        Raises:
+          ValueError: anything else (a tuple, a lost batch axis, integers).
+        """
+        features = self._call(self._layer[0], params, self._model_input(x))
+        if not isinstance(features, jax.Array) or features.ndim < 2 or features.shape[0] != x.shape[0]:
+            shape = tuple(features.shape) if hasattr(features, "shape") else type(features).__name__
+            raise ValueError(
+                "layer's features_fn must return one channel-last array [batch, ..spatial.., channels] "
+                f"with the input's batch size {x.shape[0]}, got {shape}"
+            )
+        if not jnp.issubdtype(features.dtype, jnp.floating):
+            raise ValueError(
+                f"layer's features_fn returned dtype {features.dtype}: gradients with respect to the "
+                "layer need floating-point features"
+            )
+        return features
+
+    def _differentiate(
+        self, params: Any, x: jax.Array, target: Target, request: _Request, cotangent: jax.Array | None
+    ) -> dict[str, jax.Array]:
+        """The requested gradients of ``sum(cotangent * target)`` (``cotangent`` = ones by default)."""
+
+        def weights_like(selected: jax.Array) -> jax.Array:
+            if cotangent is None:
+                return jnp.ones_like(selected)
+            return cotangent.astype(selected.dtype)
+
+        answer: dict[str, jax.Array] = {}
+        if request.layer:
+            if request.input_gradients:
+                features, features_vjp = jax.vjp(lambda x_: self._features(params, x_), x)
+            else:
+                features = self._features(params, x)
+            selected, head_vjp = jax.vjp(
+                lambda features_: select_target(self._call(self._layer[1], params, features_), target),
+                features,
+            )
+            _require_floating(selected)
+            (feature_gradients,) = head_vjp(weights_like(selected))
+            answer[CONVOLUTION_OUTPUT_GRADIENTS] = feature_gradients
+            answer[CONVOLUTION_LAYER_VALUES] = features
+            if request.input_gradients:
+                (answer[INPUT_OUTPUT_GRADIENTS],) = features_vjp(feature_gradients)
+        else:
+            selected, model_vjp = jax.vjp(lambda x_: self._forward(params, x_, target), x)
+            _require_floating(selected)
+            (answer[INPUT_OUTPUT_GRADIENTS],) = model_vjp(weights_like(selected))
+        answer[OUTPUT_LAYER_VALUES] = selected
+        return answer
+
+    # ---- compiled functions, cached per (target, request) -----------------
+
+    def _compiled(self, target: Target, request: _Request | None) -> _Compiled:
+        """The jitted forward (``request`` None) or gradient function for ``target``."""
+        target_key = _target_key(target)
+        if target_key == self._default_key:
+            cache, key = self._default_cache, request
+        else:
+            cache, key = self._override_cache, (target_key, request)
+        entry = cache.get(key)
+        if entry is not None:
+            if cache is self._override_cache:
+                self._override_cache.move_to_end(key)
+            return entry
+        if request is None:
+            function = jax.jit(lambda params, x: self._forward(params, x, target))
+        else:
+            function = jax.jit(lambda params, x: self._differentiate(params, x, target, request, None))
+        entry = _Compiled(function, {})
+        cache[key] = entry
+        if cache is self._override_cache and len(cache) > OVERRIDE_CACHE_SIZE:
+            cache.popitem(last=False)
+        return entry
+
+    def _structurally_zero(
+        self, entry: _Compiled, x: jax.Array, target: Target, request: _Request, names: Sequence[str]
+    ) -> list[str]:
+        """Which gradients among ``names`` are identically zero by construction.
+
+        A gradient is linear in the output's cotangent; if the program computing
+        it does not read the cotangent at all, it is zero whatever the input
+        (an integer cast, ``round``, ``stop_gradient``...), as opposed to a
+        gradient that merely happens to be zero at this input (dead ReLUs).
+        """
+        memo_key = (tuple(x.shape), str(x.dtype))
+        if memo_key not in entry.zero_checks:
+            order = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_OUTPUT_GRADIENTS)
+
+            def probe(params: Any, x_: jax.Array, cotangent: jax.Array) -> list[jax.Array]:
+                answer = self._differentiate(params, x_, target, request, cotangent)
+                return [answer[name] for name in order if name in answer]
+
+            cotangent = jax.ShapeDtypeStruct((x.shape[0],), x.dtype)
+            closed = jax.make_jaxpr(probe)(self._params, x, cotangent)
+            reached = _outputs_reached(closed.jaxpr, [False] * (len(closed.jaxpr.invars) - 1) + [True])
+            present = [name for name in order if self._asks(request, name)]
+            entry.zero_checks[memo_key] = [
+                name for name, flag in zip(present, reached, strict=True) if not flag
+            ]
+        return [name for name in entry.zero_checks[memo_key] if name in names]
+
+    @staticmethod
+    def _asks(request: _Request, name: str) -> bool:
+        """Whether ``request`` computes the gradient key ``name``."""
+        if name == INPUT_OUTPUT_GRADIENTS:
+            return request.input_gradients
+        return request.layer
+
+    # ---- the call ----------------------------------------------------------
+
+    def _target_of(self, call_model_args: Any) -> Target:
+        """The target of one call: the default, or ``call_model_args``'s override."""
+        if call_model_args is None:
+            return self._target
+        if isinstance(call_model_args, dict):
+            return call_model_args.get("target", self._target)
+        return call_model_args
+
+    def _verify_layer_pair(self, x: jax.Array, target: Target, head_values: np.ndarray) -> None:
+        """Checks (on the first Grad-CAM call) that head_fn(features_fn(x)) gives apply_fn(x)'s target.
+
+        Raises:
+          ValueError: the two differ by more than :data:`LAYER_PAIR_RTOL` (relative).
+        """
+        direct = np.asarray(self._compiled(target, None).function(self._params, x))
+        scale = float(np.max(np.abs(direct))) if direct.size else 0.0
+        if direct.shape != head_values.shape or not np.allclose(
+            head_values, direct, rtol=LAYER_PAIR_RTOL, atol=LAYER_PAIR_RTOL * max(scale, 1e-6)
+        ):
+            difference = (
+                float(np.max(np.abs(head_values - direct)))
+                if direct.shape == head_values.shape
+                else f"shapes {head_values.shape} vs {direct.shape}"
+            )
+            raise ValueError(
+                "layer (features_fn, head_fn) does not reproduce apply_fn: head_fn(features_fn(x)) "
+                f"differs from apply_fn(x) on the target by {difference}"
+            )
+        self._layer_pair_verified = True
+
+    def __call__(
+        self,
+        x_value_batch: np.ndarray,
+        call_model_args: Any = None,
+        expected_keys: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Answers ``expected_keys`` (default ``[INPUT_OUTPUT_GRADIENTS]``) for a batch.
+
+        Args:
+          x_value_batch: ``[N, ...]`` NumPy batch, channel-last, passed to the
+            model in that layout.
+          call_model_args: ``None``, or a target override: an int, a callable,
+            or a dict with a ``"target"`` entry.
+          expected_keys: the keys to compute.
+
+        Returns:
+          A dict key -> writable ``np.ndarray``.
+
+        Raises:
+          TypeError, ValueError: see :func:`make_call_model_function`.
+        """
+        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
+        unknown = [key for key in keys if key not in KNOWN_KEYS]
+        if unknown:
+            raise ValueError(f"unknown expected_keys {unknown}; this adapter answers {list(KNOWN_KEYS)}")
+        if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
+            raise ValueError(GUIDED_NOT_SUPPORTED)
+        want_layer = any(key in LAYER_KEYS for key in keys)
+        if want_layer and self._layer is None:
+            raise ValueError(
+                "CONVOLUTION_* keys need the layer=(features_fn, head_fn) argument of "
+                "make_call_model_function"
+            )
+        target = self._target_of(call_model_args)
+        _check_target_type(target)
+        x = _as_model_input(x_value_batch)
+
+        if not any(key in GRADIENT_KEYS for key in keys):
+            if OUTPUT_LAYER_VALUES not in keys:
+                return {}
+            values = self._compiled(target, None).function(self._params, x)
+            return {OUTPUT_LAYER_VALUES: np.array(values)}
+
+        # The target's values come with every gradient computation, so asking for
+        # OUTPUT_LAYER_VALUES too shares the compiled function.
+        request = _Request(INPUT_OUTPUT_GRADIENTS in keys, want_layer)
+        entry = self._compiled(target, request)
+        computed = {name: np.array(value) for name, value in entry.function(self._params, x).items()}
+        all_zero = [
+            name
+            for name in (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_OUTPUT_GRADIENTS)
+            if name in computed and not computed[name].any()
+        ]
+        if all_zero:
+            dead = self._structurally_zero(entry, x, target, request, all_zero)
+            if dead:
+                what = "its input" if INPUT_OUTPUT_GRADIENTS in dead else "the Grad-CAM layer's features"
+                raise ValueError(
+                    f"the model's output does not depend differentiably on {what}: its gradient is zero "
+                    "by construction (does the function cast to integers, round, take an argmax, or use "
+                    "jax.lax.stop_gradient?)"
+                )
+        if want_layer and not self._layer_pair_verified:
+            self._verify_layer_pair(x, target, computed[OUTPUT_LAYER_VALUES])
+        return {key: computed[key] for key in keys}
+
+
+def make_call_model_function(
+    apply_fn: Callable[..., Any],
+    target: Target,
+    *,
+    params: Any = None,
+    layer: LayerPair | None = None,
+    preprocess: Callable[[jax.Array], jax.Array] | None = None,
+) -> CallModelFunction:
+    """Returns a ``call_model_function`` for a JAX model.
+
+    Args:
+      apply_fn: the model, ``apply_fn(params, x)`` when ``params`` is given and
+        ``apply_fn(x)`` otherwise; ``x`` is the batch as a ``jnp`` array in the
+        NumPy batch's own (channel-last) layout, ``float32`` (``float64`` for a
+        ``float64`` batch when ``jax_enable_x64`` is on). It returns
+        ``[N, classes]`` (or anything a callable ``target`` understands; a tuple
+        or list means its first element). It must be traceable by ``jax.jit``.
+      target: what is explained: a class index (``outputs[:, target]``) or a
+        callable mapping the output batch to one scalar per example (a softmax
+        probability, a regression output). ``call_model_args`` overrides it per
+        call: an int, a callable, or a dict with a ``"target"`` entry.
+      params: the model's parameters, a pytree of arrays passed to every
+        function as its first argument (and as an argument of the jitted
+        functions, not baked into them as constants); gradients are never taken
+        with respect to them. ``None``: the functions take ``x`` only.
+      layer: for the ``CONVOLUTION_*`` (Grad-CAM) keys only: a pair
+        ``(features_fn, head_fn)`` splitting the model at the layer,
+        ``apply_fn(x) == head_fn(features_fn(x))`` (checked on the first
+        Grad-CAM call). ``features_fn`` must return one channel-last array
+        ``[N, ..spatial.., C]``, returned as it is as ``CONVOLUTION_LAYER_VALUES``.
+      preprocess: applied to the ``jnp`` batch before the model (and before
+        ``features_fn``), e.g. ``lambda x: (x / 255 - mean) / std``;
+        differentiated through.
+
+    Returns:
+      ``call_model_function(x_value_batch, call_model_args=None, expected_keys=None)``
+      answering ``INPUT_OUTPUT_GRADIENTS``, ``OUTPUT_LAYER_VALUES`` (the
+      target, shape [N]), ``CONVOLUTION_LAYER_VALUES`` and
+      ``CONVOLUTION_OUTPUT_GRADIENTS`` as writable NumPy arrays (copies, so a
+      caller may modify a mask in place).
+
+    Raises:
+      TypeError, ValueError: at construction for a non-callable ``apply_fn`` or
+        ``preprocess``, a bad target type or a bad ``layer`` pair; in calls for
+        a bad or out-of-range target, an output that is not one scalar per
+        example, an unknown key, ``GUIDED_INPUT_OUTPUT_GRADIENTS`` (see the
+        module's docstring), ``CONVOLUTION_*`` keys without ``layer``, a layer
+        pair that does not reproduce ``apply_fn``, or a model whose output does
+        not depend differentiably on its input (integer outputs, or a gradient
+        that is zero by construction).
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be a callable JAX function, got {type(apply_fn).__name__}")
+    if preprocess is not None and not callable(preprocess):
+        raise TypeError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
+    _check_target_type(target)
+    layer_pair = _check_layer_pair(layer)
+    if params is not None:
+        try:
+            params = jax.device_put(params)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"params must be a pytree of arrays: {error}") from None
+    return _JaxCallModelFunction(apply_fn, target, params, layer_pair, preprocess)
