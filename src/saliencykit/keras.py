@@ -1,0 +1,489 @@
+"""Keras adapter: a ready ``call_model_function`` from a Keras 3 model (TensorFlow backend).
+
+>>> import saliencykit.core as saliency
+>>> from saliencykit.keras import make_call_model_function
+>>> call = make_call_model_function(model, target=285, layer="Conv_1",
+...                                 preprocess=lambda x: x / 127.5 - 1)
+>>> mask = saliency.IntegratedGradients().GetMask(image, call, x_steps=25, batch_size=25)
+
+Keras models are channel-last (``N x H x W x C``) already, the convention of
+every method in :mod:`saliencykit.core`, so the NumPy batch goes to the model
+as it is: no axis is moved. It is converted to the model's input dtype
+(``float32`` for nearly every model) and the gradients are taken, with a plain
+eager :class:`tf.GradientTape`, with respect to that converted input, so any
+``preprocess`` (scaling from [0, 255], normalisation) is differentiated
+through. Only the keys asked for are computed: ``OUTPUT_LAYER_VALUES`` alone is
+one forward pass without a tape. The model always runs with ``training=False``
+by default (dropout off, batch-normalisation statistics frozen); its weights and
+``trainable`` flags are never touched, and the tape watches the input only.
+
+The adapter mirrors :mod:`saliencykit.torch`: the same arguments (less the
+PyTorch-only layout and device ones), the same keys, the same target rules
+(:func:`select_target`) and the same errors.
+
+Guided backpropagation (``GUIDED_INPUT_OUTPUT_GRADIENTS``) temporarily replaces
+the ReLU activations of the model's layers during a call (see
+:func:`_guided_relus`, private); the model is restored when the call ends, even on an
+error. That swap is not thread-safe: do not call the same model from another
+thread during a guided call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .core.base import (
+    CONVOLUTION_LAYER_VALUES,
+    CONVOLUTION_OUTPUT_GRADIENTS,
+    GUIDED_INPUT_OUTPUT_GRADIENTS,
+    INPUT_OUTPUT_GRADIENTS,
+    OUTPUT_LAYER_VALUES,
+    CallModelFunction,
+)
+
+__all__ = ["make_call_model_function", "select_target"]
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"saliencykit.keras needs Keras on the TensorFlow backend, but Keras runs on "
+        f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
+    )
+
+Target = int | Callable[[tf.Tensor], tf.Tensor]
+GRADIENT_KEYS = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
+KNOWN_KEYS = (*GRADIENT_KEYS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS)
+LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
+
+#: Activation functions whose backward pass guided backpropagation changes
+#: when a layer holds them as its ``activation`` (``Dense(..., activation="relu")``,
+#: ``Conv2D(..., activation="relu")``, ``Activation("relu")``, ``Activation(tf.nn.relu)``).
+RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    keras.activations.relu,
+    keras.activations.relu6,
+    keras.ops.relu,
+    keras.ops.relu6,
+    tf.nn.relu,
+    tf.nn.relu6,
+)
+
+_MISSING = object()
+
+
+def select_target(outputs: tf.Tensor | Sequence[tf.Tensor], target: Target) -> tf.Tensor:
+    """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
+
+    The same rules as :func:`saliencykit.torch.select_target`: a model with
+    several outputs (a tuple or list) is explained through its first one.
+
+    Args:
+      outputs: the model's output batch, ``[N, classes]`` for a class index
+        (or ``[N, ...]`` for a callable), or a tuple/list whose first element is.
+      target: a class index in ``[-classes, classes)`` or a callable mapping the
+        output batch to a tensor of shape ``[N]`` or ``[N, 1]``.
+
+    Returns:
+      A tensor of shape ``[N]``.
+
+    Raises:
+      ValueError: a class index out of range, an output that is not
+        ``[batch, classes]`` for an index, or a callable that does not return
+        one scalar per example.
+      TypeError: a target that is neither an integer nor a callable.
+    """
+    if isinstance(outputs, (tuple, list)):
+        outputs = outputs[0]
+    batch = outputs.shape[0]
+    if callable(target):
+        selected = target(outputs)
+        if not tf.is_tensor(selected) or tuple(selected.shape) not in ((batch,), (batch, 1)):
+            shape = tuple(selected.shape) if tf.is_tensor(selected) else type(selected).__name__
+            raise ValueError(
+                f"target must map the model's output batch to one scalar per example, "
+                f"shape ({batch},); it returned {shape}"
+            )
+        return tf.reshape(selected, [batch])
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"target must be a class index (int) or a callable, got {type(target).__name__}")
+    if outputs.ndim != 2:
+        raise ValueError(
+            f"a class-index target needs a [batch, classes] model output, got shape {tuple(outputs.shape)}; "
+            "pass a callable target instead"
+        )
+    if not -outputs.shape[1] <= target < outputs.shape[1]:
+        raise ValueError(f"target class {target} is out of range for a model with {outputs.shape[1]} outputs")
+    return outputs[:, int(target)]
+
+
+# --------------------------------------------------------------------------
+# Layers and functional graphs.
+# --------------------------------------------------------------------------
+
+
+def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside ``model``, nested models and layers included (not ``model`` itself)."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def _find_layer(model: keras.layers.Layer, layer: keras.layers.Layer | str) -> keras.layers.Layer:
+    """Returns the layer of ``model`` given as an object or a name (nested layers included).
+
+    Raises:
+      ValueError: no such layer, or a name shared by several layers.
+      TypeError: ``layer`` is neither a Keras layer nor a string.
+    """
+    layers = _all_layers(model)
+    if isinstance(layer, str):
+        matches = [candidate for candidate in layers if candidate.name == layer]
+        if not matches:
+            close = difflib.get_close_matches(layer, [candidate.name for candidate in layers], n=5)
+            raise ValueError(
+                f"layer {layer!r} is not a layer of the model" + (f"; similar: {close}" if close else "")
+            )
+        if len(matches) > 1:
+            raise ValueError(
+                f"layer name {layer!r} is shared by {len(matches)} layers; pass the layer object"
+            )
+        return matches[0]
+    if isinstance(layer, keras.layers.Layer):
+        if not any(candidate is layer for candidate in layers):
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not a layer of the model")
+        return layer
+    raise TypeError(f"layer must be a Keras layer of the model or its name, got {type(layer).__name__}")
+
+
+def _graph_inputs_outputs(model: keras.layers.Layer) -> tuple[list[Any], list[Any]] | None:
+    """The symbolic inputs and outputs of a functional or built Sequential model, else ``None``."""
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return (inputs, outputs) if inputs and outputs else None
+
+
+def _input_dtype(model: keras.layers.Layer) -> tf.DType:
+    """The dtype the model's input expects: its ``keras.Input``'s, else Keras' float type.
+
+    Raises:
+      ValueError: a functional model with more than one input.
+    """
+    graph = _graph_inputs_outputs(model)
+    if graph is None:
+        return tf.as_dtype(keras.backend.floatx())
+    inputs, _ = graph
+    if len(inputs) != 1:
+        raise ValueError(
+            f"the model has {len(inputs)} inputs; this adapter explains single-input models "
+            "(wrap the model in one that takes a single tensor)"
+        )
+    return tf.as_dtype(inputs[0].dtype)
+
+
+def _layer_and_output_model(model: keras.layers.Layer, layer: keras.layers.Layer) -> keras.Model:
+    """Builds ``keras.Model(model.inputs, [layer.output, model.output])``: one forward pass, both tensors.
+
+    The new model shares ``model``'s layers and weights (nothing is copied).
+
+    Raises:
+      ValueError: the model is not a functional graph (a subclassed model, an
+        unbuilt Sequential) or the layer's output is not reachable from the
+        model's input in that graph (e.g. a layer inside a nested model).
+    """
+    graph = _graph_inputs_outputs(model)
+    if graph is None:
+        raise ValueError(
+            f"layer= needs a functional or built Sequential model: a {type(model).__name__} has no "
+            "symbolic graph in which the output of layer "
+            f"{layer.name!r} can be reached (subclassed models compute eagerly). Build the model with "
+            "keras.Input and the functional API, or call/build a Sequential model first"
+        )
+    inputs, outputs = graph
+    model_output = outputs[0] if len(outputs) == 1 else outputs
+    keras_error: Exception | None = None
+    for layer_output in _symbolic_outputs(layer):
+        try:
+            return keras.Model(inputs[0], [layer_output, model_output])
+        except ValueError as error:  # this call of the layer is not in the model's graph
+            keras_error = error
+    raise ValueError(
+        f"the output of layer {layer.name!r} is not reachable from the model's input in its "
+        "functional graph (a layer inside a nested model, or in a subclassed part of the model?); "
+        "pass a layer of the outer graph (a nested model as a whole works) or rebuild the model "
+        f"functionally. Keras said: {keras_error or 'the layer has no symbolic output'}"
+    )
+
+
+def _symbolic_outputs(layer: keras.layers.Layer) -> list[Any]:
+    """The layer's symbolic output for each time it was called in a graph, first call first.
+
+    A layer called several times (shared) has one output per call; a nested
+    model's own ``output`` is its inner graph's, while the outputs of its calls
+    are tensors of the outer graph, so those come first. The first output of a
+    multi-output layer stands for the layer.
+    """
+    candidates = [node.outputs[0] for node in getattr(layer, "_inbound_nodes", []) if node.outputs]
+    try:
+        own_output = layer.output
+    except (AttributeError, ValueError):
+        own_output = None
+    if isinstance(own_output, (list, tuple)):
+        own_output = own_output[0] if own_output else None
+    if own_output is not None and not any(own_output is candidate for candidate in candidates):
+        candidates.append(own_output)
+    return candidates
+
+
+def _channels_last(values: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
+    """Moves the channel axis of a ``data_format='channels_first'`` layer's array to the end (rank >= 3)."""
+    if getattr(layer, "data_format", None) == "channels_first" and values.ndim >= 3:
+        return np.moveaxis(values, 1, -1)
+    return values
+
+
+# --------------------------------------------------------------------------
+# Guided backpropagation.
+# --------------------------------------------------------------------------
+
+
+@tf.custom_gradient
+def _positive_gradient(tensor: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+    """Identity forward; backward lets only positive gradients through."""
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(upstream)
+
+    return tf.identity(tensor), gradient
+
+
+def _guided(function: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
+    """Wraps a ReLU (activation function or bound ``call``) so that its backward pass is guided.
+
+    The ReLU's own backward multiplies by ``(input > 0)``; clamping the gradient
+    that reaches its output to ``>= 0`` makes that the guided rule.
+    """
+
+    def guided_function(inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
+        return _positive_gradient(function(inputs, *args, **kwargs))
+
+    guided_function.__wrapped__ = function  # type: ignore[attr-defined]
+    return guided_function
+
+
+def _is_relu_activation(layer: keras.layers.Layer) -> bool:
+    """Whether the layer's own ``activation`` attribute is one of :data:`RELU_FUNCTIONS`."""
+    activation = vars(layer).get("activation", None)
+    return activation is not None and any(activation is relu for relu in RELU_FUNCTIONS)
+
+
+def _is_relu_layer(layer: keras.layers.Layer) -> bool:
+    """Whether the layer is a ``keras.layers.ReLU`` without a negative slope (leaky ReLUs are not guided)."""
+    return isinstance(layer, keras.layers.ReLU) and float(layer.negative_slope) == 0.0
+
+
+@contextlib.contextmanager
+def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
+    """Makes every ReLU of ``model`` guided for the duration of the ``with`` block.
+
+    Guided: the ReLU's backward pass lets through only positive gradients, and
+    only where its forward input was positive (Springenberg et al. 2014). The
+    ReLUs are the layers (nested ones included) whose ``activation`` is one of
+    :data:`RELU_FUNCTIONS` (``Dense``/``Conv*`` with ``activation="relu"``,
+    ``Activation("relu")``, relu6 too), whose activation is swapped, and the
+    ``keras.layers.ReLU`` layers with ``negative_slope=0``, whose ``call`` is
+    swapped. Every swapped attribute is restored on exit, also when the block
+    raises. A relu applied as a bare function inside a subclassed ``call``
+    cannot be reached and keeps its ordinary gradient.
+
+    Args:
+      model: a Keras layer or model; changed only inside the block.
+
+    Yields:
+      The number of ReLUs made guided.
+
+    Raises:
+      ValueError: the model has no ReLU that can be swapped.
+    """
+    swaps: list[tuple[keras.layers.Layer, str, Any]] = []
+    for layer in _all_layers(model):
+        if _is_relu_activation(layer):
+            swaps.append((layer, "activation", layer.activation))
+        elif _is_relu_layer(layer):
+            swaps.append((layer, "call", vars(layer).get("call", _MISSING)))
+    if not swaps:
+        raise ValueError(
+            "guided backpropagation needs ReLU activations (layers with activation='relu' or relu6, "
+            "keras.layers.Activation('relu'), keras.layers.ReLU); this model has none "
+            "(a relu called as a function inside a subclassed call() cannot be swapped)"
+        )
+    done: list[tuple[keras.layers.Layer, str, Any]] = []
+    try:
+        for layer, attribute, original in swaps:
+            current = getattr(layer, attribute)  # the bound method for "call"
+            setattr(layer, attribute, _guided(current))
+            done.append((layer, attribute, original))
+        yield len(swaps)
+    finally:
+        for layer, attribute, original in reversed(done):
+            if original is _MISSING:
+                delattr(layer, attribute)
+            else:
+                setattr(layer, attribute, original)
+
+
+# --------------------------------------------------------------------------
+# The adapter.
+# --------------------------------------------------------------------------
+
+
+def make_call_model_function(
+    model: keras.layers.Layer,
+    target: Target,
+    *,
+    layer: keras.layers.Layer | str | None = None,
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    training: bool = False,
+) -> CallModelFunction:
+    """Returns a ``call_model_function`` for a Keras 3 model on the TensorFlow backend.
+
+    Args:
+      model: a functional, Sequential or subclassed ``keras.Model`` (any Keras
+        layer works) taking one channel-last tensor; its weights and
+        ``trainable`` flags are never changed.
+      target: what is explained: a class index (``outputs[:, target]``) or a
+        callable mapping the output batch to one scalar per example (a softmax
+        probability, a regression output). ``call_model_args`` overrides it per
+        call: an int, a callable, or a dict with a ``"target"`` entry.
+      layer: the layer (or its name, nested layers included) whose output
+        Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
+        back channel-last (``N x ... x C``; a ``data_format='channels_first'``
+        layer's channel axis is moved to the end). The model must be a
+        functional graph (functional API, or a built Sequential) in which the
+        layer's output is reachable from the model's input (a layer called
+        several times: its first call in that graph; a nested model as a
+        whole is fine, a layer inside a nested model is not): a model
+        returning both is built once, here, so a call is one forward pass.
+      preprocess: applied to the input tensor before the model (e.g.
+        ``lambda x: x / 127.5 - 1``), inside the tape: gradients are with
+        respect to the raw NumPy batch.
+      training: the ``training`` argument of every model call; the default
+        ``False`` runs dropout and batch normalisation in inference mode.
+
+    Returns:
+      ``call_model_function(x_value_batch, call_model_args=None, expected_keys=None)``
+      taking a NumPy batch ``[N, ...]`` (channel-last, no axis moved; cast to
+      the model's input dtype) and answering, as NumPy arrays,
+      ``INPUT_OUTPUT_GRADIENTS`` (the batch's shape), ``OUTPUT_LAYER_VALUES``
+      (the target, shape ``[N]``), ``CONVOLUTION_LAYER_VALUES`` and
+      ``CONVOLUTION_OUTPUT_GRADIENTS`` (``[N, ..., C]``) and
+      ``GUIDED_INPUT_OUTPUT_GRADIENTS`` (the batch's shape; see
+      the module docstring). ``expected_keys=None`` means
+      ``[INPUT_OUTPUT_GRADIENTS]``.
+
+    Raises:
+      TypeError: at construction for a model that is not a Keras layer or a
+        layer of the wrong type.
+      ValueError: at construction for a layer not in the model or not
+        reachable in its functional graph, or a multi-input model; in calls
+        for a bad target, an unknown key, a ``CONVOLUTION_*`` key without
+        ``layer``, a guided call on a model without ReLUs, or a model whose
+        output does not depend differentiably on its input.
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"model must be a Keras model (keras.Model or keras.layers.Layer), got {type(model).__name__}"
+        )
+    input_dtype = _input_dtype(model)
+    numpy_dtype = input_dtype.as_numpy_dtype
+    layer_object = _find_layer(model, layer) if layer is not None else None
+    layer_model = _layer_and_output_model(model, layer_object) if layer_object is not None else None
+
+    def to_tensor(x_value_batch: np.ndarray) -> tf.Tensor:
+        array = np.asarray(x_value_batch)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
+        return tf.convert_to_tensor(array.astype(numpy_dtype, copy=False))
+
+    def target_of(call_model_args: Any) -> Target:
+        if call_model_args is None:
+            return target
+        if isinstance(call_model_args, dict):
+            return call_model_args.get("target", target)
+        return call_model_args
+
+    def forward_and_gradients(
+        x_value_batch: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
+    ) -> dict[str, np.ndarray]:
+        want_layer = not guided and any(key in keys for key in LAYER_KEYS)
+        if want_layer and layer_model is None:
+            raise ValueError("CONVOLUTION_* keys need the layer= argument of make_call_model_function")
+        if not input_dtype.is_floating:
+            raise ValueError(
+                f"the model's input dtype is {input_dtype.name}: gradients with respect to an integer "
+                "input do not exist (integer-only model)"
+            )
+        inputs = to_tensor(x_value_batch)
+        with _guided_relus(model) if guided else contextlib.nullcontext():
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(inputs)
+                model_input = preprocess(inputs) if preprocess is not None else inputs
+                if want_layer:
+                    layer_values, outputs = layer_model(model_input, training=training)
+                else:
+                    outputs = model(model_input, training=training)
+                selected = select_target(outputs, chosen)
+            if not selected.dtype.is_floating:
+                raise ValueError(
+                    f"the explained output has dtype {selected.dtype.name}: it does not depend "
+                    "differentiably on the input (is the model or target cast to integers?)"
+                )
+            sources = [inputs] if guided or INPUT_OUTPUT_GRADIENTS in keys else []
+            if want_layer:
+                sources.append(layer_values)
+            gradients = tape.gradient(selected, sources)
+        if any(gradient is None for gradient in gradients):
+            raise ValueError(
+                "the target does not depend differentiably on the input (or on the Grad-CAM layer): "
+                "the gradient is None. Does the model cast to integers, use stop_gradient, or does a "
+                "callable target ignore the model's output?"
+            )
+        answer: dict[str, np.ndarray] = {}
+        if guided:
+            answer[GUIDED_INPUT_OUTPUT_GRADIENTS] = gradients[0].numpy()
+            return answer
+        if INPUT_OUTPUT_GRADIENTS in keys:
+            answer[INPUT_OUTPUT_GRADIENTS] = gradients.pop(0).numpy()
+        if want_layer:
+            answer[CONVOLUTION_OUTPUT_GRADIENTS] = _channels_last(gradients.pop(0).numpy(), layer_object)
+            answer[CONVOLUTION_LAYER_VALUES] = _channels_last(layer_values.numpy(), layer_object)
+        if OUTPUT_LAYER_VALUES in keys:
+            answer[OUTPUT_LAYER_VALUES] = selected.numpy()
+        return answer
+
+    def call_model_function(
+        x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Answers ``expected_keys`` (default ``[INPUT_OUTPUT_GRADIENTS]``) for a NumPy batch ``[N, ...]``."""
+        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
+        unknown = [key for key in keys if key not in KNOWN_KEYS]
+        if unknown:
+            raise ValueError(f"unknown expected_keys {unknown}; this adapter answers {list(KNOWN_KEYS)}")
+        chosen = target_of(call_model_args)
+        answer: dict[str, np.ndarray] = {}
+        if any(key in GRADIENT_KEYS for key in keys):
+            answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))
+        elif OUTPUT_LAYER_VALUES in keys:
+            inputs = to_tensor(x_value_batch)
+            model_input = preprocess(inputs) if preprocess is not None else inputs
+            answer[OUTPUT_LAYER_VALUES] = select_target(model(model_input, training=training), chosen).numpy()
+        if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
+            answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=True))
+        return answer
+
+    return call_model_function
