@@ -21,6 +21,7 @@ from skimage import data, transform  # noqa: E402
 
 import saliencykit.core as saliency  # noqa: E402
 from saliencykit.core.grad_cam import GradCam  # noqa: E402
+from saliencykit.core.guided_grad_cam import GuidedGradCam  # noqa: E402
 from saliencykit.torch import make_call_model_function  # noqa: E402
 
 EGYPTIAN_CAT = 285
@@ -114,6 +115,7 @@ def test_top_class_through_the_adapter(model, cat) -> None:
         ),
         ("Guided Backprop", lambda call, cat: saliency.GuidedBackprop().GetMask(cat, call), False, 2.0),
         ("Grad-CAM", lambda call, cat: GradCam().GetMask(cat, call), False, 5.0),
+        ("Guided Grad-CAM", lambda call, cat: GuidedGradCam().GetMask(cat, call), False, 5.0),
     ],
 )
 def test_saliency_falls_on_the_cat(call, cat, name, compute, signed, min_ratio) -> None:
