@@ -17,10 +17,13 @@ from .base import (
     check_call_model_output,
 )
 from .blur_ig import BlurIG
+from .grad_cam import GradCam
 from .gradients import GradientSaliency, GuidedBackprop
+from .guided_grad_cam import GuidedGradCam
 from .guided_ig import GuidedIG
 from .integrated_gradients import IntegratedGradients, IntegratedGradientsOutput
 from .integration import INTEGRATION_RULES
+from .occlusion import Occlusion
 from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
 from .xrai import XRAI, XRAIOutput, XRAIParameters
 
@@ -33,11 +36,14 @@ __all__ = [
     "OUTPUT_LAYER_VALUES",
     "BlurIG",
     "CoreSaliency",
+    "GradCam",
     "GradientSaliency",
     "GuidedBackprop",
+    "GuidedGradCam",
     "GuidedIG",
     "IntegratedGradients",
     "IntegratedGradientsOutput",
+    "Occlusion",
     "VisualizeImageDiverging",
     "VisualizeImageGrayscale",
     "XRAI",

@@ -11,6 +11,7 @@ and resized (bilinear) to the input's spatial size. The layer may have one
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -25,10 +26,59 @@ from .base import (
     call_model,
 )
 
-__all__ = ["GradCam"]
+__all__ = ["GradCam", "channel_weighted_activation_map", "resize_map"]
 
 #: Number of copies of the map stacked on a new last axis when ``three_dims``.
 COLOR_CHANNELS = 3
+
+#: Largest ``input_length * output_length`` for which :func:`resize_map` uses a
+#: cached dense operator per axis; larger axes go through ``skimage`` directly.
+MAX_OPERATOR_SIZE = 1 << 20
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_resize_operator(input_length: int, output_length: int) -> np.ndarray:
+    """The ``[output_length, input_length]`` matrix of ``skimage.transform.resize`` along one axis.
+
+    ``resize`` at its defaults (linear interpolation, Gaussian anti-aliasing
+    only when shrinking, reflect mode) is linear and acts on each axis
+    separately, so resizing the identity matrix along its first axis gives the
+    operator itself: column ``j`` is the resized unit impulse at ``j``.
+    """
+    operator = resize(np.eye(input_length), (output_length, input_length), clip=False)
+    operator.setflags(write=False)
+    return operator
+
+
+def resize_map(saliency_map: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+    """Returns ``skimage.transform.resize(saliency_map, output_shape)`` (defaults), faster.
+
+    The same linear resampling the reference applies (bilinear for a 2-D map,
+    linear along each axis in general, anti-aliased when shrinking, values
+    clipped to the input's range), applied as one small cached matrix per axis
+    (see :func:`_axis_resize_operator`): a 7x7 map goes to 224x224 in tens of
+    microseconds instead of about a millisecond. The result equals ``resize``'s
+    up to floating-point rounding. Axes too large for a dense operator
+    (:data:`MAX_OPERATOR_SIZE`) fall back to ``resize`` itself.
+
+    Args:
+      saliency_map: a float64 array with one axis per spatial axis.
+      output_shape: the wanted shape, one length per axis of ``saliency_map``.
+
+    Returns:
+      The resized map, ``float64``, of shape ``output_shape``.
+    """
+    pairs = list(zip(saliency_map.shape, output_shape, strict=True))
+    if any(n_in * n_out > MAX_OPERATOR_SIZE for n_in, n_out in pairs):
+        return resize(saliency_map, output_shape)
+    resized = saliency_map
+    for axis, (n_in, n_out) in enumerate(pairs):
+        if n_in != n_out:  # an axis of unchanged length is left exactly as it is
+            operator = _axis_resize_operator(n_in, n_out)
+            resized = np.moveaxis(np.tensordot(operator, resized, axes=(1, axis)), 0, axis)
+    if resized is saliency_map:
+        return saliency_map.copy()
+    return np.clip(resized, saliency_map.min(), saliency_map.max(), out=resized)
 
 
 def channel_weighted_activation_map(layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
@@ -94,9 +144,10 @@ class GradCam(CoreSaliency):
           call_model_args: passed to ``call_model_function`` unchanged.
           should_resize: if True, divide the map by its maximum (when that is
             > 0) and resize it to ``x_value.shape[:k]`` for a layer with ``k``
-            spatial axes, with ``skimage.transform.resize`` at its defaults
-            (bilinear, reflect mode, anti-aliasing only when shrinking), which
-            is exactly what the reference does.
+            spatial axes: ``skimage.transform.resize`` at its defaults
+            (bilinear, reflect mode, anti-aliasing only when shrinking, clipped
+            to the map's range), what the reference does, applied as cached
+            per-axis matrices (:func:`resize_map`).
           three_dims: if True, stack three copies of the map on a new last
             axis (``[H, W] -> [H, W, 3]``, like the reference; ``[L, 3]`` or
             ``[D, H, W, 3]`` for 1-D or 3-D layers).
@@ -127,9 +178,10 @@ class GradCam(CoreSaliency):
             peak = grad_cam.max()
             if peak > 0:
                 grad_cam = grad_cam / peak
-            grad_cam = resize(grad_cam, x_value.shape[:n_spatial])
+            grad_cam = resize_map(grad_cam, x_value.shape[:n_spatial])
 
-        grad_cam = grad_cam.astype(np.float32)
-        if three_dims:
-            grad_cam = np.repeat(grad_cam[..., None], COLOR_CHANNELS, axis=-1)
-        return grad_cam
+        if not three_dims:
+            return grad_cam.astype(np.float32)
+        mask = np.empty(grad_cam.shape + (COLOR_CHANNELS,), dtype=np.float32)
+        mask[...] = grad_cam[..., None]
+        return mask

@@ -1,0 +1,287 @@
+"""Tests of saliencykit.core.occlusion, with PAIR's saliency 0.2.1 as an oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from saliency.core import occlusion as reference_occlusion
+
+from saliencykit.core.base import OUTPUT_LAYER_VALUES, SHAPE_ERROR_MESSAGE
+from saliencykit.core.occlusion import Occlusion, sum_over_windows, window_origins
+
+
+def linear_model(weights, calls=None):
+    """f(x) = sum(weights * x) per example; records every batch it receives."""
+
+    def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
+        if calls is not None:
+            calls.append(
+                {
+                    "batch": np.array(x_value_batch),
+                    "call_model_args": call_model_args,
+                    "expected_keys": expected_keys,
+                }
+            )
+        flat = (x_value_batch * weights).reshape(len(x_value_batch), -1)
+        return {OUTPUT_LAYER_VALUES: flat.sum(axis=1)}
+
+    return call_model_function
+
+
+def nonlinear_model(weights):
+    """A smooth non-linear score, one per example, shape [batch, 1]."""
+
+    def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
+        flat = (x_value_batch * weights).reshape(len(x_value_batch), -1)
+        return {
+            OUTPUT_LAYER_VALUES: np.tanh(flat.sum(axis=1, keepdims=True)) + flat.max(axis=1, keepdims=True)
+        }
+
+    return call_model_function
+
+
+def brute_force_occlusion(image, model, size, value, stride):
+    """The documented semantics with plain loops: starts 0, stride, ... plus one flush with the far edge."""
+    window_rows, window_cols = size
+    stride_rows, stride_cols = stride
+
+    def starts(length, window, step):
+        result = list(range(0, length - window + 1, step))
+        if result[-1] != length - window:
+            result.append(length - window)
+        return result
+
+    def score(x):
+        return float(np.asarray(model(x[None])[OUTPUT_LAYER_VALUES]).reshape(-1)[0])
+
+    original = score(image)
+    result = np.zeros(image.shape, dtype=np.float64)
+    for top in starts(image.shape[0], window_rows, stride_rows):
+        for left in starts(image.shape[1], window_cols, stride_cols):
+            occluded = image.copy()
+            occluded[top : top + window_rows, left : left + window_cols] = value
+            result[top : top + window_rows, left : left + window_cols] += original - score(occluded)
+    return result
+
+
+def test_reference_example():
+    image = np.zeros([5, 5])
+    image[1, 1] = 1
+    image[3, 3] = 1
+    expected = np.array(
+        [
+            [3.0, 6.0, 6.0, 3.0, 0.0],
+            [6.0, 15.0, 18.0, 12.0, 3.0],
+            [6.0, 18.0, 24.0, 18.0, 6.0],
+            [3.0, 12.0, 18.0, 15.0, 6.0],
+            [0.0, 3.0, 6.0, 6.0, 3.0],
+        ]
+    )
+    model = linear_model(np.full((5, 5), 3.0))
+    np.testing.assert_array_equal(Occlusion().GetMask(image, model, size=3), expected)
+    np.testing.assert_array_equal(Occlusion().GetMask(image, model, size=3, batch_size=4), expected)
+
+
+@pytest.mark.parametrize("value", [0.0, 2.0, -1.5])
+def test_linear_model_gives_exact_window_sums(value):
+    # For f(x) = sum(w x) hiding a window drops f by sum_window(w (x - value)); with
+    # small integers every sum is exact in floating point.
+    rng = np.random.default_rng(3)
+    image = rng.integers(-3, 4, size=(9, 8, 2)).astype(np.float64)
+    weights = rng.integers(-2, 3, size=image.shape).astype(np.float64)
+    drop_per_pixel = (weights * (image - value)).sum(axis=-1)
+    size = 4
+    expected = np.zeros((9, 8))
+    for top in range(9 - size + 1):
+        for left in range(8 - size + 1):
+            window = (slice(top, top + size), slice(left, left + size))
+            expected[window] += drop_per_pixel[window].sum()
+    mask = Occlusion().GetMask(image, linear_model(weights), size=size, value=value, batch_size=6)
+    assert mask.shape == image.shape
+    np.testing.assert_array_equal(mask[..., 0], expected)
+    np.testing.assert_array_equal(mask[..., 1], expected)
+
+
+@pytest.mark.parametrize(
+    "shape, size, dtype",
+    [
+        ((12, 11, 3), 4, np.float32),
+        ((10, 9), 3, np.float64),
+        ((7, 7, 1), 7, np.float64),
+        ((6, 8, 2), 1, np.float32),
+    ],
+)
+@pytest.mark.parametrize("batch_size", [1, 5, 1000])
+def test_parity_with_reference(shape, size, dtype, batch_size):
+    rng = np.random.default_rng(len(shape) * 100 + size)
+    image = rng.normal(size=shape).astype(dtype)
+    model = nonlinear_model(rng.normal(size=shape).astype(dtype))
+    ours = Occlusion().GetMask(image, model, size=size, value=0.5, batch_size=batch_size)
+    theirs = reference_occlusion.Occlusion().GetMask(image, model, size=size, value=0.5)
+    assert ours.shape == theirs.shape
+    assert ours.dtype == theirs.dtype
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("batch_size, call_sizes", [(1, [1] * 10), (4, [4, 4, 2]), (10, [10]), (64, [10])])
+def test_call_counts_under_batching(batch_size, call_sizes):
+    calls = []
+    image = np.arange(25.0).reshape(5, 5) + 1.0
+    Occlusion().GetMask(
+        image, linear_model(np.ones((5, 5)), calls), {"foo": "bar"}, size=3, batch_size=batch_size
+    )
+    assert [len(call["batch"]) for call in calls] == call_sizes
+    for call in calls:
+        assert call["call_model_args"] == {"foo": "bar"}
+        assert call["expected_keys"] == [OUTPUT_LAYER_VALUES]
+    examples = np.concatenate([call["batch"] for call in calls])
+    np.testing.assert_array_equal(examples[0], image)  # the unoccluded input comes first
+    assert all(np.count_nonzero(example == 0) == 9 for example in examples[1:])
+    assert len({example.tobytes() for example in examples}) == 10
+
+
+@pytest.mark.parametrize(
+    "shape, size, stride",
+    [
+        ((11, 13, 2), (3, 5), 1),
+        ((11, 13, 2), 3, 2),
+        ((11, 13), (4, 2), (3, 2)),
+        ((12, 12, 3), 4, 4),  # windows tile the image exactly
+        ((10, 9, 1), (2, 3), (4, 5)),  # stride > size: gaps with no score
+        ((9, 9), 9, 3),  # a single window
+    ],
+)
+def test_stride_and_rectangular_windows_match_brute_force(shape, size, stride):
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=shape)
+    model = nonlinear_model(rng.normal(size=shape))
+    pairs = [(v, v) if isinstance(v, int) else v for v in (size, stride)]
+    expected = brute_force_occlusion(image, model, pairs[0], -0.25, pairs[1])
+    mask = Occlusion().GetMask(image, model, size=size, value=-0.25, stride=stride, batch_size=7)
+    np.testing.assert_allclose(mask, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_stride_call_count_and_edge_windows():
+    calls = []
+    image = np.ones((10, 10))
+    Occlusion().GetMask(image, linear_model(np.ones((10, 10)), calls), size=3, stride=4, batch_size=100)
+    # Starts 0, 4 and the edge window at 7 along each axis: 9 windows + the input.
+    assert len(calls) == 1 and len(calls[0]["batch"]) == 10
+
+
+def test_window_origins():
+    np.testing.assert_array_equal(window_origins(10, 3, 1), np.arange(8))
+    np.testing.assert_array_equal(window_origins(10, 3, 4), [0, 4, 7])
+    np.testing.assert_array_equal(window_origins(11, 3, 4), [0, 4, 8])
+    np.testing.assert_array_equal(window_origins(5, 5, 2), [0])
+
+
+def test_sum_over_windows_on_both_axes():
+    starts = np.zeros((5, 6))
+    starts[1, 2] = 1.0
+    starts[3, 0] = 10.0
+    total = sum_over_windows(sum_over_windows(starts, 2, axis=0), 3, axis=1)
+    expected = np.zeros((5, 6))
+    expected[1:3, 2:5] += 1.0
+    expected[3:5, 0:3] += 10.0
+    np.testing.assert_array_equal(total, expected)
+
+
+def test_extra_trailing_axes_and_integer_input():
+    image = np.arange(6 * 5 * 2 * 2, dtype=np.uint8).reshape(6, 5, 2, 2)
+    weights = np.linspace(0.0, 1.0, image.size).reshape(image.shape)
+    mask = Occlusion().GetMask(image, linear_model(weights), size=2, batch_size=8)
+    assert mask.shape == image.shape and mask.dtype.kind == "f"
+    expected = brute_force_occlusion(image.astype(np.float64), linear_model(weights), (2, 2), 0.0, (1, 1))
+    np.testing.assert_allclose(mask, expected, rtol=1e-5)
+    assert np.all(mask == mask[:, :, :1, :1])
+
+
+def test_output_of_shape_batch_by_one_is_accepted():
+    image = np.ones((4, 4))
+
+    def model(x, call_model_args=None, expected_keys=None):
+        return {OUTPUT_LAYER_VALUES: x.sum(axis=(1, 2))[:, None]}
+
+    np.testing.assert_array_equal(
+        Occlusion().GetMask(image, model, size=2, batch_size=3),
+        Occlusion().GetMask(image, linear_model(np.ones((4, 4))), size=2),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"size": 6}, ValueError, "size must fit inside the image"),
+        ({"size": (2, 6)}, ValueError, "size must fit inside the image"),
+        ({"size": 0}, ValueError, "size must be an integer >= 1"),
+        ({"size": (3, 0)}, ValueError, r"size\[1\] must be an integer >= 1"),
+        ({"size": (1, 2, 3)}, ValueError, "size must be an integer or a pair"),
+        ({"size": 2.5}, TypeError, "size must be an integer or a pair"),
+        ({"size": True}, TypeError, "size must be an integer"),
+        ({"stride": 0}, ValueError, "stride must be an integer >= 1"),
+        ({"stride": (1, -2)}, ValueError, r"stride\[1\] must be an integer >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"value": float("nan")}, ValueError, "value must be finite"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Occlusion().GetMask(np.ones((5, 5, 3)), linear_model(np.ones((5, 5, 3))), **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="at least 2 dimension"):
+        Occlusion().GetMask(np.ones(5), linear_model(np.ones(5)), size=2)
+    with pytest.raises(ValueError, match="finite"):
+        Occlusion().GetMask(np.full((5, 5), np.nan), linear_model(np.ones((5, 5))), size=2)
+
+
+def test_nan_from_the_model():
+    def model(x, call_model_args=None, expected_keys=None):
+        scores = x.reshape(len(x), -1).sum(axis=1)
+        scores[-1] = np.nan
+        return {OUTPUT_LAYER_VALUES: scores}
+
+    with pytest.raises(ValueError, match="non-finite"):
+        Occlusion().GetMask(np.ones((5, 5)), model, size=3, batch_size=4)
+
+
+def test_several_values_per_example_is_a_clear_error():
+    def model(x, call_model_args=None, expected_keys=None):
+        return {OUTPUT_LAYER_VALUES: np.ones((len(x), 3))}
+
+    with pytest.raises(ValueError, match="one scalar per example"):
+        Occlusion().GetMask(np.ones((5, 5, 3)), model, size=3)
+
+
+def test_wrong_batch_dimension_is_the_reference_error():
+    def model(x, call_model_args=None, expected_keys=None):
+        return {OUTPUT_LAYER_VALUES: np.ones(5)}
+
+    expected = SHAPE_ERROR_MESSAGE[OUTPUT_LAYER_VALUES].format("1", "5")
+    with pytest.raises(ValueError, match=expected):
+        Occlusion().GetMask(np.zeros((5, 5)), model, size=3)
+
+    def one_value_per_call(x, call_model_args=None, expected_keys=None):
+        return {OUTPUT_LAYER_VALUES: [float(np.sum(x))]}
+
+    with pytest.raises(ValueError, match=SHAPE_ERROR_MESSAGE[OUTPUT_LAYER_VALUES].format("4", "1")):
+        Occlusion().GetMask(np.zeros((5, 5)), one_value_per_call, size=3, batch_size=4)
+
+
+def test_missing_key():
+    with pytest.raises(ValueError, match="did not return the expected key"):
+        Occlusion().GetMask(np.zeros((5, 5)), lambda x, **kwargs: {}, size=3)
+
+
+def test_memory_is_bounded_by_batch_size():
+    # A large image, few windows: every call holds at most batch_size copies.
+    calls = []
+    image = np.ones((64, 64, 3), dtype=np.float32)
+    Occlusion().GetMask(image, linear_model(np.ones_like(image), calls), size=16, stride=16, batch_size=3)
+    assert max(len(call["batch"]) for call in calls) == 3
+    assert len(calls) == math.ceil((16 + 1) / 3)
