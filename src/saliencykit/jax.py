@@ -46,7 +46,6 @@ only positive gradients where its input was positive) and ask for
 from __future__ import annotations
 
 import collections
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -55,6 +54,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
+from ._adapter_checks import (
+    GRADIENT_KEYS,
+    check_class_index,
+    check_one_scalar_per_example,
+    check_target_type,
+    checked_keys,
+    target_from_call_model_args,
+)
 from .core.base import (
     CONVOLUTION_LAYER_VALUES,
     CONVOLUTION_OUTPUT_GRADIENTS,
@@ -68,9 +75,7 @@ __all__ = ["OVERRIDE_CACHE_SIZE", "make_call_model_function", "select_target"]
 
 Target = int | Callable[[jax.Array], jax.Array]
 LayerPair = tuple[Callable[..., jax.Array], Callable[..., jax.Array]]
-GRADIENT_KEYS = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
 LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
-KNOWN_KEYS = (*GRADIENT_KEYS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS)
 
 #: How many compiled functions are kept for targets given per call through
 #: ``call_model_args`` (least recently used first out). The default target's
@@ -142,30 +147,11 @@ def select_target(outputs: Any, target: Target) -> jax.Array:
     batch = outputs.shape[0]
     if callable(target):
         selected = target(outputs)
-        if not hasattr(selected, "shape") or tuple(selected.shape) not in ((batch,), (batch, 1)):
-            shape = tuple(selected.shape) if hasattr(selected, "shape") else type(selected).__name__
-            raise ValueError(
-                f"target must map the model's output batch to one scalar per example, "
-                f"shape ({batch},); it returned {shape}"
-            )
+        has_shape = hasattr(selected, "shape")
+        check_one_scalar_per_example(selected.shape if has_shape else None, type(selected).__name__, batch)
         return jnp.reshape(selected, (batch,))
-    _check_target_type(target)
-    if outputs.ndim != 2:
-        raise ValueError(
-            f"a class-index target needs a [batch, classes] model output, got shape {tuple(outputs.shape)}; "
-            "pass a callable target instead"
-        )
-    if not -outputs.shape[1] <= target < outputs.shape[1]:
-        raise ValueError(f"target class {target} is out of range for a model with {outputs.shape[1]} outputs")
+    check_class_index(target, tuple(outputs.shape))
     return outputs[:, int(target)]
-
-
-def _check_target_type(target: Any) -> None:
-    """Raises TypeError unless ``target`` is an integer (not a bool) or a callable."""
-    if callable(target):
-        return
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(f"target must be a class index (int) or a callable, got {type(target).__name__}")
 
 
 class _SameObject:
@@ -189,7 +175,7 @@ class _SameObject:
 
 def _target_key(target: Target) -> Any:
     """A hashable cache key for ``target`` (an int as itself, a callable by identity)."""
-    _check_target_type(target)
+    check_target_type(target)
     return _SameObject(target) if callable(target) else int(target)
 
 
@@ -458,14 +444,6 @@ class _JaxCallModelFunction:
 
     # ---- the call ----------------------------------------------------------
 
-    def _target_of(self, call_model_args: Any) -> Target:
-        """The target of one call: the default, or ``call_model_args``'s override."""
-        if call_model_args is None:
-            return self._target
-        if isinstance(call_model_args, dict):
-            return call_model_args.get("target", self._target)
-        return call_model_args
-
     def _verify_layer_pair(self, x: jax.Array, target: Target, head_values: np.ndarray) -> None:
         """Checks (on the first Grad-CAM call) that head_fn(features_fn(x)) gives apply_fn(x)'s target.
 
@@ -509,10 +487,7 @@ class _JaxCallModelFunction:
         Raises:
           TypeError, ValueError: see :func:`make_call_model_function`.
         """
-        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
-        unknown = [key for key in keys if key not in KNOWN_KEYS]
-        if unknown:
-            raise ValueError(f"unknown expected_keys {unknown}; this adapter answers {list(KNOWN_KEYS)}")
+        keys = checked_keys(expected_keys)
         if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
             raise ValueError(GUIDED_NOT_SUPPORTED)
         want_layer = any(key in LAYER_KEYS for key in keys)
@@ -521,8 +496,8 @@ class _JaxCallModelFunction:
                 "CONVOLUTION_* keys need the layer=(features_fn, head_fn) argument of "
                 "make_call_model_function"
             )
-        target = self._target_of(call_model_args)
-        _check_target_type(target)
+        target = target_from_call_model_args(call_model_args, self._target)
+        check_target_type(target)
         x = _as_model_input(x_value_batch)
 
         if not any(key in GRADIENT_KEYS for key in keys):
@@ -610,7 +585,7 @@ def make_call_model_function(
         raise TypeError(f"apply_fn must be a callable JAX function, got {type(apply_fn).__name__}")
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
-    _check_target_type(target)
+    check_target_type(target)
     layer_pair = _check_layer_pair(layer)
     if params is not None:
         try:

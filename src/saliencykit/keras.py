@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -40,6 +39,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._adapter_checks import (
+    GRADIENT_KEYS,
+    check_class_index,
+    check_one_scalar_per_example,
+    checked_keys,
+    target_from_call_model_args,
+)
 from .core.base import (
     CONVOLUTION_LAYER_VALUES,
     CONVOLUTION_OUTPUT_GRADIENTS,
@@ -58,8 +64,6 @@ if keras.backend.backend() != "tensorflow":
     )
 
 Target = int | Callable[[tf.Tensor], tf.Tensor]
-GRADIENT_KEYS = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
-KNOWN_KEYS = (*GRADIENT_KEYS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS)
 LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
 
 #: Activation functions whose backward pass guided backpropagation changes
@@ -103,22 +107,10 @@ def select_target(outputs: tf.Tensor | Sequence[tf.Tensor], target: Target) -> t
     batch = outputs.shape[0]
     if callable(target):
         selected = target(outputs)
-        if not tf.is_tensor(selected) or tuple(selected.shape) not in ((batch,), (batch, 1)):
-            shape = tuple(selected.shape) if tf.is_tensor(selected) else type(selected).__name__
-            raise ValueError(
-                f"target must map the model's output batch to one scalar per example, "
-                f"shape ({batch},); it returned {shape}"
-            )
+        is_tensor = tf.is_tensor(selected)
+        check_one_scalar_per_example(selected.shape if is_tensor else None, type(selected).__name__, batch)
         return tf.reshape(selected, [batch])
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(f"target must be a class index (int) or a callable, got {type(target).__name__}")
-    if outputs.ndim != 2:
-        raise ValueError(
-            f"a class-index target needs a [batch, classes] model output, got shape {tuple(outputs.shape)}; "
-            "pass a callable target instead"
-        )
-    if not -outputs.shape[1] <= target < outputs.shape[1]:
-        raise ValueError(f"target class {target} is out of range for a model with {outputs.shape[1]} outputs")
+    check_class_index(target, tuple(outputs.shape))
     return outputs[:, int(target)]
 
 
@@ -410,13 +402,6 @@ def make_call_model_function(
             raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
         return tf.convert_to_tensor(array.astype(numpy_dtype, copy=False))
 
-    def target_of(call_model_args: Any) -> Target:
-        if call_model_args is None:
-            return target
-        if isinstance(call_model_args, dict):
-            return call_model_args.get("target", target)
-        return call_model_args
-
     def forward_and_gradients(
         x_value_batch: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
     ) -> dict[str, np.ndarray]:
@@ -470,11 +455,8 @@ def make_call_model_function(
         x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Answers ``expected_keys`` (default ``[INPUT_OUTPUT_GRADIENTS]``) for a NumPy batch ``[N, ...]``."""
-        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
-        unknown = [key for key in keys if key not in KNOWN_KEYS]
-        if unknown:
-            raise ValueError(f"unknown expected_keys {unknown}; this adapter answers {list(KNOWN_KEYS)}")
-        chosen = target_of(call_model_args)
+        keys = checked_keys(expected_keys)
+        chosen = target_from_call_model_args(call_model_args, target)
         answer: dict[str, np.ndarray] = {}
         if any(key in GRADIENT_KEYS for key in keys):
             answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))

@@ -18,7 +18,6 @@ runs the model under ``torch.inference_mode`` with no backward pass.
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -26,6 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._adapter_checks import (
+    GRADIENT_KEYS,
+    check_class_index,
+    check_one_scalar_per_example,
+    checked_keys,
+    target_from_call_model_args,
+)
 from .core.base import (
     CONVOLUTION_LAYER_VALUES,
     CONVOLUTION_OUTPUT_GRADIENTS,
@@ -38,8 +44,6 @@ from .core.base import (
 __all__ = ["make_call_model_function", "select_target"]
 
 Target = int | Callable[[torch.Tensor], torch.Tensor]
-GRADIENT_KEYS = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
-KNOWN_KEYS = (*GRADIENT_KEYS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS)
 #: Activations whose backward pass guided backpropagation changes.
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
 
@@ -58,22 +62,10 @@ def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
     batch = outputs.shape[0]
     if callable(target):
         selected = target(outputs)
-        if not isinstance(selected, torch.Tensor) or selected.shape not in ((batch,), (batch, 1)):
-            shape = tuple(selected.shape) if isinstance(selected, torch.Tensor) else type(selected).__name__
-            raise ValueError(
-                f"target must map the model's output batch to one scalar per example, "
-                f"shape ({batch},); it returned {shape}"
-            )
+        is_tensor = isinstance(selected, torch.Tensor)
+        check_one_scalar_per_example(selected.shape if is_tensor else None, type(selected).__name__, batch)
         return selected.reshape(batch)
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(f"target must be a class index (int) or a callable, got {type(target).__name__}")
-    if outputs.ndim != 2:
-        raise ValueError(
-            f"a class-index target needs a [batch, classes] model output, got shape {tuple(outputs.shape)}; "
-            "pass a callable target instead"
-        )
-    if not -outputs.shape[1] <= target < outputs.shape[1]:
-        raise ValueError(f"target class {target} is out of range for a model with {outputs.shape[1]} outputs")
+    check_class_index(target, tuple(outputs.shape))
     return outputs[:, target]
 
 
@@ -231,13 +223,6 @@ def make_call_model_function(
             model_input = preprocess(model_input)
         return leaf, model_input
 
-    def target_of(call_model_args: Any) -> Target:
-        if call_model_args is None:
-            return target
-        if isinstance(call_model_args, dict):
-            return call_model_args.get("target", target)
-        return call_model_args
-
     def forward_and_gradients(
         x_batch: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
     ) -> dict[str, np.ndarray]:
@@ -288,11 +273,8 @@ def make_call_model_function(
     def call_model_function(
         x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
-        unknown = [key for key in keys if key not in KNOWN_KEYS]
-        if unknown:
-            raise ValueError(f"unknown expected_keys {unknown}; this adapter answers {list(KNOWN_KEYS)}")
-        chosen = target_of(call_model_args)
+        keys = checked_keys(expected_keys)
+        chosen = target_from_call_model_args(call_model_args, target)
         answer: dict[str, np.ndarray] = {}
         with _eval_mode(model, eval_mode):
             if any(key in GRADIENT_KEYS for key in keys):
