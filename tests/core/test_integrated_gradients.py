@@ -18,7 +18,7 @@ from saliencykit.core import (
     IntegratedGradients,
     IntegratedGradientsOutput,
 )
-from saliencykit.core.integrated_gradients import scalar_outputs
+from saliencykit.core.base import scalar_outputs
 
 from .models import LinearModel, MLPModel, TanhModel
 

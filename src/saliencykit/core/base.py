@@ -60,6 +60,7 @@ __all__ = [
     "call_model",
     "call_model_in_batches",
     "check_call_model_output",
+    "scalar_outputs",
 ]
 
 
@@ -270,6 +271,20 @@ def call_model_in_batches(
             stop,
             call_model(call_model_function, make_inputs(start, stop), call_model_args, expected_keys),
         )
+
+
+def scalar_outputs(values: np.ndarray) -> np.ndarray:
+    """Returns ``OUTPUT_LAYER_VALUES`` of shape ``[B]`` or ``[B, 1]`` as a ``[B]`` vector.
+
+    Raises:
+      ValueError: if there is more than one value per example.
+    """
+    if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1) or values.ndim == 0:
+        raise ValueError(
+            "OUTPUT_LAYER_VALUES must hold one scalar per example (shape [batch] or "
+            f"[batch, 1]: the explained output), got shape {values.shape}"
+        )
+    return values.reshape(len(values)).astype(np.float64)
 
 
 def make_rng(seed: int | np.random.Generator | None) -> Callable[..., np.ndarray]:

@@ -19,10 +19,11 @@ from .base import (
     as_float_array,
     baseline_like,
     call_model_in_batches,
+    scalar_outputs,
 )
 from .integration import LINSPACE, integration_points
 
-__all__ = ["IntegratedGradients", "IntegratedGradientsOutput", "scalar_outputs"]
+__all__ = ["IntegratedGradients", "IntegratedGradientsOutput"]
 
 
 @dataclass
@@ -41,20 +42,6 @@ class IntegratedGradientsOutput:
     output_at_input: float
     output_at_baseline: float
     completeness_error: float
-
-
-def scalar_outputs(values: np.ndarray) -> np.ndarray:
-    """Returns ``OUTPUT_LAYER_VALUES`` of shape ``[B]`` or ``[B, 1]`` as a ``[B]`` vector.
-
-    Raises:
-      ValueError: if there is more than one value per example.
-    """
-    if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1) or values.ndim == 0:
-        raise ValueError(
-            "OUTPUT_LAYER_VALUES must hold one scalar per example (shape [batch] or "
-            f"[batch, 1]: the explained output), got shape {values.shape}"
-        )
-    return values.reshape(len(values)).astype(np.float64)
 
 
 class IntegratedGradients(CoreSaliency):

@@ -28,8 +28,8 @@ from .base import (
     call_model_in_batches,
     check_int,
     check_number,
+    scalar_outputs,
 )
-from .integrated_gradients import scalar_outputs
 
 __all__ = ["Occlusion", "window_origins", "sum_over_windows"]
 
