@@ -378,7 +378,8 @@ class CoreSaliency:
         stdev_spread = check_number("stdev_spread", stdev_spread, minimum=0.0)
         nsamples = check_int("nsamples", nsamples)
         normal = make_rng(seed)
-        stdev = stdev_spread * (float(np.max(x_value)) - float(np.min(x_value)))
+        # In x_value's dtype, like the reference, so the same seed gives the same noise.
+        stdev = stdev_spread * (np.max(x_value) - np.min(x_value))
 
         samples_per_chunk = self._samples_per_chunk(**kwargs)
         total = None

@@ -192,5 +192,7 @@ class BlurIG(CoreSaliency):
             call_model_function, path_points, steps, batch_size, call_model_args, self.expected_keys
         ):
             weighted = derivatives.pop(start) * output[INPUT_OUTPUT_GRADIENTS]
-            total -= np.tensordot(step_sizes[start:stop], weighted, axes=1)
+            # einsum, not tensordot: a BLAS call here leaves BLAS threads spinning
+            # into the next model call, which then runs up to 2.5x slower.
+            total -= np.einsum("b,b...->...", step_sizes[start:stop], weighted)
         return total.astype(np.result_type(x_value.dtype, np.float32))
