@@ -34,6 +34,8 @@ __all__ = ["BlurIG", "blur_path", "gaussian_blur", "gaussian_blur_matrix"]
 
 #: scipy.ndimage.gaussian_filter's default truncation, in standard deviations.
 TRUNCATE = 4.0
+#: Path points blurred per batch of matrix products (see ``BlurIG.GetMask``).
+PATH_CHUNK = 16
 
 
 def gaussian_blur_matrix(n: int, sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
@@ -180,12 +182,23 @@ class BlurIG(CoreSaliency):
         # float32 images are blurred in float32 (about 3x faster), float64 in float64.
         dtype = np.result_type(x_value.dtype, np.float32)
         derivatives = {}
+        # Blurs are computed PATH_CHUNK points at a time: BLAS threads keep spinning
+        # for a while after a product and slow the model call that follows, so
+        # few large products beat one small product per call.
+        chunk_size = max(batch_size if isinstance(batch_size, int) else 1, PATH_CHUNK)
+        chunk: dict[str, Any] = {"start": 0, "stop": 0}
 
         def path_points(start: int, stop: int) -> np.ndarray:
-            points, derivatives[start] = blur_path(image, sigmas[start:stop], grad_step, dtype)
+            if not chunk["start"] <= start < stop <= chunk["stop"]:
+                chunk_stop = min(max(stop, start + chunk_size), steps)
+                chunk["points"], chunk["derivatives"] = blur_path(
+                    image, sigmas[start:chunk_stop], grad_step, dtype
+                )
+                chunk["start"], chunk["stop"] = start, chunk_stop
+            rows = slice(start - chunk["start"], stop - chunk["start"])
             batch_shape = (stop - start,) + x_value.shape
-            derivatives[start] = derivatives[start].reshape(batch_shape)
-            return points.reshape(batch_shape).astype(x_value.dtype, copy=False)
+            derivatives[start] = chunk["derivatives"][rows].reshape(batch_shape)
+            return chunk["points"][rows].reshape(batch_shape).astype(x_value.dtype, copy=False)
 
         total = np.zeros(x_value.shape, dtype=np.float64)
         for start, stop, output in call_model_in_batches(
