@@ -58,13 +58,12 @@ def load_image(size: int = IMAGE_SIZE) -> np.ndarray:
 
 
 def to_model_input(x_batch: np.ndarray) -> torch.Tensor:
-    """NHWC NumPy batch -> normalised NCHW float32 tensor.
+    """NHWC NumPy batch -> NCHW float32 tensor (not yet normalised; no copy if already float32).
 
     The permute (not a copy to NCHW-contiguous memory) keeps channels-last
     strides, about twice as fast for this model on CPU.
     """
-    x = torch.from_numpy(np.ascontiguousarray(x_batch, dtype=np.float32)).permute(0, 3, 1, 2)
-    return x
+    return torch.from_numpy(np.ascontiguousarray(x_batch, dtype=np.float32)).permute(0, 3, 1, 2)
 
 
 @dataclass

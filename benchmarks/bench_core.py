@@ -58,12 +58,14 @@ How to run
 ::
 
     . .venv/bin/activate
-    python benchmarks/bench_core.py                       # everything, one repeat (a few minutes)
-    python benchmarks/bench_core.py --quick --repeat 3
-    python benchmarks/bench_core.py --methods blurig guidedig --profile
+    python benchmarks/bench_core.py                       # everything, one repeat (~1-2 minutes)
+    python benchmarks/bench_core.py --repeat 3 --wait-for-idle 600
+    python benchmarks/bench_core.py --quick --methods blurig guidedig --profile
+    python benchmarks/bench_core.py --methods ig blurig --blas-threads 1
 
-Timings on a shared 2-core machine are noisy: use ``--repeat`` and read the
-overhead fractions (a ratio within one run) before the absolute seconds.
+The exit status is 1 when a target fails. Timings on a shared 2-core machine
+are noisy: use ``--repeat`` (and ``--wait-for-idle``) and read the overhead
+fractions (a ratio within one run) before the absolute seconds.
 """
 
 from __future__ import annotations
@@ -105,8 +107,8 @@ from _common import (  # noqa: E402 (the benchmarks folder is not a package)
 
 #: Seed given to np.random before each SmoothGrad run (ours and the reference alike).
 SMOOTHGRAD_SEED = 0
-#: Largest acceptable max|ours - ref| / max|ref| (float32 model inputs; Blur IG's finite
-#: differences amplify float32 rounding in the reference's blurs).
+#: Largest acceptable max|ours - ref| / max|ref| on the float32 image (the methods without
+#: a float64 check, whose float32 inputs to the model are identical in both libraries).
 PARITY_TOLERANCE = 1e-3
 #: Tolerance of the float64 check (``Case.exact_parity``): the model then sees the same
 #: float32 inputs, and the two algorithms must agree. Not tighter: SmoothGrad with ours at
