@@ -61,12 +61,18 @@ comparison the variants are interleaved (their order rotates every repeat) so
 that they share the machine's load. A sample is enough back-to-back calls to
 last at least ``--min-sample-s``; the time shown is per call. The 1-minute load
 average is printed at the start of every section; ``--max-wait-s`` first waits
-(polling every 30 s) until it drops below ``--load-threshold``.
+(polling every 30 s) until it drops below ``--load-threshold``. Verdicts use
+the ratio of medians; the "paired" column (median of the per-repeat ratios,
+samples taken next to each other in time) is a cross-check that is less
+sensitive to load changing during the run, and "noisy" marks a comparison whose
+samples spread by more than 10%, too much to resolve a 5% target. On this
+2-core machine PyTorch's two OpenMP threads slow down by 10-100x whenever
+another process competes for the cores, so run it on a quiet machine.
 
 Usage::
 
     python benchmarks/bench_adapters.py [--repeat 5] [--quick] [--max-wait-s 600]
-        [--sections torch,layout,captum,keras,jax]
+        [--sections torch,layout,captum,jax,keras]
 
 ``--quick`` (2 repeats, batch 8 instead of 32, batch 4 for the layout, short
 samples) is a smoke test, not the measurement of the targets.
@@ -117,6 +123,9 @@ GRADIENT_KEYS = [saliency.INPUT_OUTPUT_GRADIENTS]
 #: float32 ulp (alpha * x computed in float64 then rounded, or in float32) already give ~7e-4.
 AGREEMENT_L2_TOLERANCE = 2e-3
 OVERHEAD_TARGET = 0.05
+#: Samples spreading more than this (max - min over median) mark a comparison "noisy": the
+#: machine was not quiet enough to resolve a 5% difference.
+NOISY_SPREAD = 0.10
 CAPTUM_RATIO_TARGET = 1.0
 TORCH_THREADS = 2
 IG_STEPS = 25
@@ -145,6 +154,19 @@ class Samples:
     def spread(self) -> float:
         """(max - min) / median of the samples: how noisy this variant was."""
         return (max(self.per_call_s) - min(self.per_call_s)) / self.median_s
+
+
+def paired_ratio(first: Samples, second: Samples) -> float:
+    """Median over repeats of ``first_i / second_i``: samples taken next to each other in time.
+
+    Less sensitive than the ratio of medians to load that changes during the run.
+    """
+    return median([a / b for a, b in zip(first.per_call_s, second.per_call_s, strict=True)])
+
+
+def noise_flag(*samples: Samples) -> str:
+    """'noisy' when a variant's samples spread by more than :data:`NOISY_SPREAD` of their median."""
+    return "noisy" if max(sample.spread for sample in samples) > NOISY_SPREAD else ""
 
 
 def load_average() -> tuple[float, float, float]:
@@ -325,11 +347,23 @@ class OverheadRow:
     raw: Samples
     adapter: Samples
     max_error: float
+    trivial_raw: Samples
+    trivial_adapter: Samples
     extra: dict[str, Samples] = field(default_factory=dict)
 
     @property
     def overhead(self) -> float:
         return (self.adapter.median_s - self.raw.median_s) / self.raw.median_s
+
+    @property
+    def adapter_cost_s(self) -> float:
+        """What the adapter adds to one call, measured on the trivial model with the same input."""
+        return self.trivial_adapter.median_s - self.trivial_raw.median_s
+
+    @property
+    def estimated_overhead(self) -> float:
+        """:attr:`adapter_cost_s` as a fraction of the real model's raw time."""
+        return self.adapter_cost_s / self.raw.median_s
 
     @property
     def passed(self) -> bool:
@@ -385,32 +419,89 @@ class Report:
 # --------------------------------------------------------------------------
 
 
-def torch_overhead(
-    model: nn.Module, image: np.ndarray, batch_sizes: Sequence[int], repeats: int, min_sample_s: float
+def compare_raw_and_adapter(
+    names: tuple[str, str],
+    image: np.ndarray,
+    batch_sizes: Sequence[int],
+    functions: tuple[Callable[[np.ndarray], np.ndarray], Callable[..., Any]],
+    trivial_functions: tuple[Callable[[np.ndarray], np.ndarray], Callable[..., Any]],
+    repeats: int,
+    min_sample_s: float,
+    extra: dict[str, Callable[[np.ndarray], Any]] | None = None,
 ) -> list[OverheadRow]:
-    call = saliency_torch.make_call_model_function(model, DEFAULT_CLASS_INDEX, preprocess=normalise)
+    """Raw vs adapter on the real model, then on a trivial model with the same input, per batch size.
+
+    Args:
+      names: (framework, model description).
+      image: the H x W x C image, repeated to make each batch.
+      batch_sizes: the batch sizes to measure.
+      functions: (raw gradients of a NumPy batch, the adapter's call_model_function).
+      trivial_functions: the same pair for the trivial model (global average pool, dense layer,
+        tanh), whose own cost is small: the difference then shows the adapter's cost per call
+        (conversions and copies included) with far less noise. The tanh makes the gradient
+        depend on the forward pass; with a linear model ``jax.jit(jax.grad(...))`` compiles the
+        forward pass away while the adapter, which also returns the explained output, cannot.
+      repeats, min_sample_s: see :func:`measure_interleaved`.
+      extra: more variants timed with the real model (label -> function of the batch).
+    """
+    raw, call = functions
+    trivial_raw, trivial_call = trivial_functions
     rows = []
     for batch_size in batch_sizes:
         batch = np.ascontiguousarray(np.repeat(image[None], batch_size, axis=0))
-        error = relative_max_error(
-            call(batch, expected_keys=GRADIENT_KEYS)[saliency.INPUT_OUTPUT_GRADIENTS],
-            torch_raw_gradients(model, batch),
-        )
-        timings = measure_interleaved(
+        error = relative_max_error(call(batch, expected_keys=GRADIENT_KEYS)[GRADIENT_KEYS[0]], raw(batch))
+        variants: dict[str, Callable[[], Any]] = {
+            "raw": lambda batch=batch: raw(batch),
+            "adapter": lambda batch=batch: call(batch, expected_keys=GRADIENT_KEYS),
+        }
+        for label, function in (extra or {}).items():
+            variants[label] = lambda batch=batch, function=function: function(batch)
+        timings = measure_interleaved(variants, repeats, min_sample_s)
+        trivial = measure_interleaved(
             {
-                "raw": lambda batch=batch: torch_raw_gradients(model, batch),
-                "adapter": lambda batch=batch: call(batch, expected_keys=GRADIENT_KEYS),
+                "raw": lambda batch=batch: trivial_raw(batch),
+                "adapter": lambda batch=batch: trivial_call(batch, expected_keys=GRADIENT_KEYS),
             },
             repeats,
             min_sample_s,
         )
         rows.append(
             OverheadRow(
-                "PyTorch", "EfficientNet-Lite0", batch_size, timings["raw"], timings["adapter"], error
+                names[0],
+                names[1],
+                batch_size,
+                timings["raw"],
+                timings["adapter"],
+                error,
+                trivial["raw"],
+                trivial["adapter"],
+                {label: timings[label] for label in extra or {}},
             )
         )
-        print(f"  torch batch {batch_size}: done ({load_text()})", flush=True)
+        print(f"  {names[0]} batch {batch_size}: done ({load_text()})", flush=True)
     return rows
+
+
+def torch_overhead(
+    model: nn.Module, image: np.ndarray, batch_sizes: Sequence[int], repeats: int, min_sample_s: float
+) -> list[OverheadRow]:
+    torch.manual_seed(0)
+    trivial_model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 1000), nn.Tanh())
+    return compare_raw_and_adapter(
+        ("PyTorch", "EfficientNet-Lite0"),
+        image,
+        batch_sizes,
+        (
+            lambda batch: torch_raw_gradients(model, batch),
+            saliency_torch.make_call_model_function(model, DEFAULT_CLASS_INDEX, preprocess=normalise),
+        ),
+        (
+            lambda batch: torch_raw_gradients(trivial_model, batch),
+            saliency_torch.make_call_model_function(trivial_model, DEFAULT_CLASS_INDEX, preprocess=normalise),
+        ),
+        repeats,
+        min_sample_s,
+    )
 
 
 def keras_overhead(
@@ -425,51 +516,47 @@ def keras_overhead(
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(224, 224, 3), classifier_activation=None
     )
+    trivial_model = keras.Sequential(
+        [
+            keras.Input((224, 224, 3)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1000, activation="tanh"),
+        ]
+    )
 
     def preprocess(images: tf.Tensor) -> tf.Tensor:
         return images * 2.0 - 1.0
 
-    def raw_gradients(batch: np.ndarray, watch_variables: bool = False) -> np.ndarray:
+    def raw_gradients(the_model: keras.Model, batch: np.ndarray, watch_variables: bool = False) -> np.ndarray:
         images = tf.convert_to_tensor(batch)
         with tf.GradientTape(watch_accessed_variables=watch_variables) as tape:
             tape.watch(images)
-            logits = model(preprocess(images), training=False)
+            logits = the_model(preprocess(images), training=False)
             selected = logits[:, DEFAULT_CLASS_INDEX]
         return tape.gradient(selected, images).numpy()
 
-    call = saliency_keras.make_call_model_function(model, DEFAULT_CLASS_INDEX, preprocess=preprocess)
-    rows = []
-    for batch_size in batch_sizes:
-        batch = np.ascontiguousarray(np.repeat(image[None], batch_size, axis=0))
-        error = relative_max_error(
-            call(batch, expected_keys=GRADIENT_KEYS)[saliency.INPUT_OUTPUT_GRADIENTS], raw_gradients(batch)
-        )
-        timings = measure_interleaved(
-            {
-                "raw": lambda batch=batch: raw_gradients(batch),
-                "adapter": lambda batch=batch: call(batch, expected_keys=GRADIENT_KEYS),
-                "raw, default tape": lambda batch=batch: raw_gradients(batch, watch_variables=True),
-            },
-            repeats,
-            min_sample_s,
-        )
-        rows.append(
-            OverheadRow(
-                "Keras",
-                "MobileNetV2 (random)",
-                batch_size,
-                timings["raw"],
-                timings["adapter"],
-                error,
-                {
-                    "raw with a default tf.GradientTape() (also watches the weights)": timings[
-                        "raw, default tape"
-                    ]
-                },
+    return compare_raw_and_adapter(
+        ("Keras", "MobileNetV2 (random)"),
+        image,
+        batch_sizes,
+        (
+            lambda batch: raw_gradients(model, batch),
+            saliency_keras.make_call_model_function(model, DEFAULT_CLASS_INDEX, preprocess=preprocess),
+        ),
+        (
+            lambda batch: raw_gradients(trivial_model, batch),
+            saliency_keras.make_call_model_function(
+                trivial_model, DEFAULT_CLASS_INDEX, preprocess=preprocess
+            ),
+        ),
+        repeats,
+        min_sample_s,
+        {
+            "raw with a default tf.GradientTape() (it also watches the weights)": lambda batch: raw_gradients(
+                model, batch, watch_variables=True
             )
-        )
-        print(f"  keras batch {batch_size}: done ({load_text()})", flush=True)
-    return rows
+        },
+    )
 
 
 def jax_overhead(
@@ -493,6 +580,7 @@ def jax_overhead(
         "dense": jnp.asarray(rng.normal(0, 0.1, (64, 1000)).astype(np.float32)),
         "dense_bias": jnp.zeros(1000, jnp.float32),
     }
+    trivial_params = {"dense": jnp.asarray(rng.normal(0, 0.1, (3, 1000)).astype(np.float32))}
     mean = jnp.asarray(IMAGENET_MEAN.numpy().reshape(3))
     std = jnp.asarray(IMAGENET_STD.numpy().reshape(3))
 
@@ -508,36 +596,37 @@ def jax_overhead(
             features = jax.nn.relu(features + bias)
         return features.mean(axis=(1, 2)) @ params["dense"] + params["dense_bias"]
 
-    def selected_sum(params: dict[str, Any], images: jax.Array) -> jax.Array:
-        return convnet(params, preprocess(images))[:, DEFAULT_CLASS_INDEX].sum()
+    def trivial_net(params: dict[str, Any], images: jax.Array) -> jax.Array:
+        return jnp.tanh(images.mean(axis=(1, 2)) @ params["dense"])
 
-    raw_function = jax.jit(jax.grad(selected_sum, argnums=1))
+    def raw_for(
+        apply_fn: Callable[[dict[str, Any], jax.Array], jax.Array], the_params: dict[str, Any]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        def selected_sum(params: dict[str, Any], images: jax.Array) -> jax.Array:
+            return apply_fn(params, preprocess(images))[:, DEFAULT_CLASS_INDEX].sum()
 
-    def raw_gradients(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(raw_function(params, jnp.asarray(batch)))
+        gradient_function = jax.jit(jax.grad(selected_sum, argnums=1))
+        return lambda batch: np.asarray(gradient_function(the_params, jnp.asarray(batch)))
 
-    call = saliency_jax.make_call_model_function(
-        convnet, DEFAULT_CLASS_INDEX, params=params, preprocess=preprocess
+    return compare_raw_and_adapter(
+        ("JAX", "4-conv net (jit)"),
+        image,
+        batch_sizes,
+        (
+            raw_for(convnet, params),
+            saliency_jax.make_call_model_function(
+                convnet, DEFAULT_CLASS_INDEX, params=params, preprocess=preprocess
+            ),
+        ),
+        (
+            raw_for(trivial_net, trivial_params),
+            saliency_jax.make_call_model_function(
+                trivial_net, DEFAULT_CLASS_INDEX, params=trivial_params, preprocess=preprocess
+            ),
+        ),
+        repeats,
+        min_sample_s,
     )
-    rows = []
-    for batch_size in batch_sizes:
-        batch = np.ascontiguousarray(np.repeat(image[None], batch_size, axis=0))
-        error = relative_max_error(
-            call(batch, expected_keys=GRADIENT_KEYS)[saliency.INPUT_OUTPUT_GRADIENTS], raw_gradients(batch)
-        )
-        timings = measure_interleaved(
-            {
-                "raw": lambda batch=batch: raw_gradients(batch),
-                "adapter": lambda batch=batch: call(batch, expected_keys=GRADIENT_KEYS),
-            },
-            repeats,
-            min_sample_s,
-        )
-        rows.append(
-            OverheadRow("JAX", "4-conv net (jit)", batch_size, timings["raw"], timings["adapter"], error)
-        )
-        print(f"  jax batch {batch_size}: done ({load_text()})", flush=True)
-    return rows
 
 
 # --------------------------------------------------------------------------
@@ -825,22 +914,42 @@ def print_report(report: Report, header: list[str], wait_text: str, quick: bool)
         print()
         print(f"1. Adapter overhead vs raw framework forward+backward (target <= {OVERHEAD_TARGET:.0%})")
         print(
-            f"{'framework':10} {'model':22} {'batch':>5} {'raw ms':>9} {'adapter ms':>10} "
-            f"{'overhead':>9} {'raw spread':>10} {'adp spread':>10} {'max rel diff':>12}  result"
+            "   overhead = (median adapter - median raw) / median raw; "
+            "paired = median of per-repeat ratios - 1"
         )
-        for row in report.overhead:
+        print(
+            "   adapter cost = adapter - raw per call on a trivial model (global average pool, dense, tanh) "
+            "with the same input; est. = that cost / raw"
+        )
+        print(
+            f"   {'framework':10} {'model':22} {'batch':>5} {'raw ms':>9} {'adapter ms':>10} "
+            f"{'overhead':>9} {'paired':>8} {'spread':>7} {'adapter cost':>12} {'est.':>6} "
+            f"{'max rel diff':>12}  result"
+        )
+        for row in sorted(report.overhead, key=lambda row: FRAMEWORK_ORDER.index(row.framework)):
             result = verdict(row.passed)
             print(
-                f"{row.framework:10} {row.model:22} {row.batch:5d} {milliseconds(row.raw.median_s)} "
-                f"{milliseconds(row.adapter.median_s):>10} {row.overhead:+9.1%} {row.raw.spread:10.1%} "
-                f"{row.adapter.spread:10.1%} {row.max_error:12.1e}  {result}"
+                f"   {row.framework:10} {row.model:22} {row.batch:5d} {milliseconds(row.raw.median_s)} "
+                f"{milliseconds(row.adapter.median_s):>10} {row.overhead:+9.1%} "
+                f"{paired_ratio(row.adapter, row.raw) - 1:+8.1%} "
+                f"{max(row.raw.spread, row.adapter.spread):7.0%} "
+                f"{row.adapter_cost_s * 1e6:9.0f} us {row.estimated_overhead:+6.1%} "
+                f"{row.max_error:12.1e}  {result} "
+                f"{noise_flag(row.raw, row.adapter)}".rstrip()
             )
             for name, samples in row.extra.items():
                 print(
-                    f"{'':10} {'':22} {'':5} {'':9} {milliseconds(samples.median_s):>10} "
-                    f"{(samples.median_s - row.raw.median_s) / row.raw.median_s:+9.1%}  <- {name}"
+                    f"   {'':10} {'':22} {'':5} {'':9} {milliseconds(samples.median_s):>10} "
+                    f"{(samples.median_s - row.raw.median_s) / row.raw.median_s:+9.1%} "
+                    f"{paired_ratio(samples, row.raw) - 1:+8.1%}  <- {name}"
                 )
             verdicts.append((f"1. overhead {row.framework} batch {row.batch}", result))
+            verdicts.append(
+                (
+                    f"1. overhead {row.framework} batch {row.batch}, trivial-model estimate",
+                    verdict(row.estimated_overhead <= OVERHEAD_TARGET),
+                )
+            )
 
     if report.layout is not None:
         layout = report.layout
@@ -863,8 +972,8 @@ def print_report(report: Report, header: list[str], wait_text: str, quick: bool)
         print(f"3. saliencykit vs Captum, EfficientNet-Lite0, 224x224, torch threads {TORCH_THREADS}")
         print("   (ratio = ours / captum; target <= 1.0; 'in model' = our share inside call_model_function)")
         print(
-            f"   {'method':22} {'ours ms':>9} {'captum NCHW':>11} {'ratio':>6} {'':4} "
-            f"{'captum CL':>9} {'ratio':>6} {'':4} {'in model':>8}"
+            f"   {'method':22} {'ours ms':>9} {'captum NCHW':>11} {'ratio':>6} {'paired':>6} {'':4} "
+            f"{'captum CL':>9} {'ratio':>6} {'paired':>6} {'':4} {'in model':>8} {'spread':>6}"
         )
         for row in report.captum:
             result = verdict(row.passed)
@@ -872,15 +981,20 @@ def print_report(report: Report, header: list[str], wait_text: str, quick: bool)
             nchw, channels_last = row.captum_nchw, row.captum_channels_last
             print(
                 f"   {row.method:22} {milliseconds(row.ours.median_s)} "
-                f"{milliseconds(nchw.median_s):>11} {row.ratio(nchw):6.2f} {result:4} "
+                f"{milliseconds(nchw.median_s):>11} {row.ratio(nchw):6.2f} "
+                f"{paired_ratio(row.ours, nchw):6.2f} {result:4} "
                 f"{milliseconds(channels_last.median_s)} {row.ratio(channels_last):6.2f} "
-                f"{result_cl:4} {row.ours_in_model_fraction:8.1%}"
+                f"{paired_ratio(row.ours, channels_last):6.2f} {result_cl:4} "
+                f"{row.ours_in_model_fraction:8.1%} "
+                f"{max(row.ours.spread, nchw.spread, channels_last.spread):6.0%} "
+                f"{noise_flag(row.ours, nchw, channels_last)}".rstrip()
             )
             for name, samples in row.extra.items():
                 ratio = row.ratio(samples)
                 print(
                     f"   {'':22} {name}: {milliseconds(samples.median_s)} ms, ratio {ratio:.2f} "
-                    f"{verdict(ratio <= CAPTUM_RATIO_TARGET)} (real guided backprop in Captum)"
+                    f"(paired {paired_ratio(row.ours, samples):.2f}) {verdict(ratio <= CAPTUM_RATIO_TARGET)} "
+                    "(real guided backprop in Captum)"
                 )
             verdicts.append((f"3. {row.method} vs captum (NCHW input)", result))
             verdicts.append((f"3. {row.method} vs captum (channels-last input)", result_cl))
@@ -901,6 +1015,10 @@ def print_report(report: Report, header: list[str], wait_text: str, quick: bool)
             print(f" - {note}")
 
     print()
+    print(
+        f"'noisy': a variant's samples spread by more than {NOISY_SPREAD:.0%} (max - min over median); "
+        "a verdict within that spread of its target is not resolved by this run."
+    )
     print("summary:")
     for name, result in verdicts:
         print(f"  {result}  {name}")
@@ -912,7 +1030,9 @@ def print_report(report: Report, header: list[str], wait_text: str, quick: bool)
 # Main.
 # --------------------------------------------------------------------------
 
-SECTIONS = ("torch", "layout", "captum", "keras", "jax")
+#: In the order they run.
+SECTIONS = ("torch", "layout", "captum", "jax", "keras")
+FRAMEWORK_ORDER = ("PyTorch", "Keras", "JAX")
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -969,10 +1089,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.layout = memory_layout(model, image, layout_batch, repeats, min_sample_s)
     if section("captum"):
         report.captum = captum_comparison(model, image, repeats, min_sample_s, report)
-    if section("keras"):
-        report.overhead += keras_overhead(image, (1, large_batch), repeats, min_sample_s)
+    # JAX before Keras: once TensorFlow has run in the process, the JAX timings at batch 32 spread
+    # by 30-40% (both variants), against 5-10% in a process without it.
     if section("jax"):
         report.overhead += jax_overhead(image, (1, large_batch), repeats, min_sample_s)
+    if section("keras"):
+        report.overhead += keras_overhead(image, (1, large_batch), repeats, min_sample_s)
 
     verdicts = print_report(report, header, wait_text, arguments.quick)
     return 0 if all(result == "PASS" for _, result in verdicts) else 1
