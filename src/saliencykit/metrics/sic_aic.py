@@ -1,0 +1,147 @@
+"""SIC and AIC: the two PIC metrics for a classifier, from one probability function.
+
+The Softmax Information Curve (SIC) follows the softmax probability of the
+explained class; the Accuracy Information Curve (AIC) follows whether the class
+is still the top prediction (1.0 or 0.0). Both are :func:`compute_pic_metric`
+with a particular ``pred_func``; these helpers build it from a function that
+returns class probabilities for a batch of ``uint8`` images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..core.base import check_int
+from .pic import DEFAULT_SALIENCY_THRESHOLDS, PicMetricResult, compute_pic_metric
+
+__all__ = ["compute_aic", "compute_sic", "make_aic_pred_func", "make_sic_pred_func"]
+
+#: ``predict_probabilities(images)``: a ``uint8`` batch ``[B, H, W, C]`` -> ``[B, n_classes]`` probabilities.
+PredictProbabilities = Callable[[np.ndarray], Any]
+
+
+def _class_probabilities(predict_probabilities: PredictProbabilities, images: np.ndarray) -> np.ndarray:
+    probabilities = np.asarray(predict_probabilities(images))
+    if probabilities.ndim != 2 or probabilities.shape[0] != len(images):
+        raise ValueError(
+            "predict_probabilities must return an array [batch, n_classes]: expected "
+            f"({len(images)}, n_classes), got shape {probabilities.shape}"
+        )
+    if probabilities.dtype.kind not in "f":
+        raise TypeError(f"predict_probabilities must return floats, got dtype {probabilities.dtype}")
+    if not np.isfinite(probabilities).all():
+        raise ValueError("predict_probabilities returned NaN or inf")
+    return probabilities
+
+
+def _check_class_index(class_index: int, n_classes: int) -> None:
+    if class_index >= n_classes:
+        raise ValueError(f"class_index must be < the number of classes {n_classes}, got {class_index}")
+
+
+def make_sic_pred_func(
+    predict_probabilities: PredictProbabilities, class_index: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns the SIC ``pred_func``: the probability of ``class_index`` for each image.
+
+    Args:
+      predict_probabilities: ``uint8`` batch ``[B, H, W, C]`` -> ``[B, n_classes]``
+        softmax probabilities (do the model's preprocessing inside it).
+      class_index: the class the saliency map explains, >= 0.
+
+    Returns:
+      ``pred_func(images) -> [B]`` probabilities, for :func:`compute_pic_metric`.
+
+    Raises:
+      TypeError, ValueError: when called, if ``predict_probabilities`` does not
+        return finite floats of shape ``[B, n_classes]`` or ``class_index`` is
+        out of range (and at once for a negative or non-integer ``class_index``).
+    """
+    class_index = check_int("class_index", class_index, minimum=0)
+
+    def sic_pred_func(images: np.ndarray) -> np.ndarray:
+        probabilities = _class_probabilities(predict_probabilities, images)
+        _check_class_index(class_index, probabilities.shape[1])
+        return probabilities[:, class_index]
+
+    return sic_pred_func
+
+
+def make_aic_pred_func(
+    predict_probabilities: PredictProbabilities, class_index: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns the AIC ``pred_func``: 1.0 where ``class_index`` is the top prediction, else 0.0.
+
+    Arguments and errors as for :func:`make_sic_pred_func`.
+    """
+    class_index = check_int("class_index", class_index, minimum=0)
+
+    def aic_pred_func(images: np.ndarray) -> np.ndarray:
+        probabilities = _class_probabilities(predict_probabilities, images)
+        _check_class_index(class_index, probabilities.shape[1])
+        return (np.argmax(probabilities, axis=1) == class_index).astype(np.float64)
+
+    return aic_pred_func
+
+
+def compute_sic(
+    img: np.ndarray,
+    saliency_map: np.ndarray,
+    random_mask: np.ndarray,
+    predict_probabilities: PredictProbabilities,
+    class_index: int,
+    saliency_thresholds: Sequence[float] = DEFAULT_SALIENCY_THRESHOLDS,
+    min_pred_value: float = 0.5,
+    **kwargs: Any,
+) -> PicMetricResult:
+    """The Softmax Information Curve of one image: :func:`compute_pic_metric` with the SIC ``pred_func``.
+
+    Args:
+      img, saliency_map, random_mask: as for :func:`compute_pic_metric`.
+      predict_probabilities: ``uint8`` batch -> ``[B, n_classes]`` softmax probabilities.
+      class_index: the explained class.
+      saliency_thresholds: defaults to the reference notebook's 13 thresholds.
+      min_pred_value: images whose class probability is below this are skipped;
+        0.5 (the class is surely the top one) rather than the low-level default 0.8.
+      **kwargs: ``keep_monotonous``, ``num_data_points``, ``batch_size``, ``n_jobs``.
+
+    Returns:
+      A :class:`PicMetricResult`. Aggregate SIC curves with ``method='median'``.
+
+    Raises:
+      ComputePicMetricError: the image must be skipped (see :func:`compute_pic_metric`).
+    """
+    pred_func = make_sic_pred_func(predict_probabilities, class_index)
+    return compute_pic_metric(
+        img,
+        saliency_map,
+        random_mask,
+        pred_func,
+        saliency_thresholds,
+        min_pred_value=min_pred_value,
+        **kwargs,
+    )
+
+
+def compute_aic(
+    img: np.ndarray,
+    saliency_map: np.ndarray,
+    random_mask: np.ndarray,
+    predict_probabilities: PredictProbabilities,
+    class_index: int,
+    saliency_thresholds: Sequence[float] = DEFAULT_SALIENCY_THRESHOLDS,
+    **kwargs: Any,
+) -> PicMetricResult:
+    """The Accuracy Information Curve of one image: :func:`compute_pic_metric` with the AIC ``pred_func``.
+
+    The image is skipped (:class:`ComputePicMetricError`) unless ``class_index``
+    is the model's top prediction on it and not on the fully blurred image.
+    Arguments as for :func:`compute_sic`; aggregate AIC curves with
+    ``method='mean'``.
+    """
+    pred_func = make_aic_pred_func(predict_probabilities, class_index)
+    kwargs.setdefault("min_pred_value", 0.5)
+    return compute_pic_metric(img, saliency_map, random_mask, pred_func, saliency_thresholds, **kwargs)

@@ -1,0 +1,82 @@
+"""Tests of the SIC / AIC helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from saliencykit import metrics as pic
+from tests.metrics.test_pic import SIZE, photo, smooth_saliency
+
+
+def detail_probabilities(images: np.ndarray) -> np.ndarray:
+    """A 3-class 'classifier': class 1's probability grows with the detail in the image."""
+    detail = np.abs(np.diff(images.astype(np.float64), axis=2)).reshape(len(images), -1).mean(axis=1)
+    logits = np.stack([np.full_like(detail, 3.0), detail / 2, np.full_like(detail, 0.5)], axis=1)
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def test_sic_pred_func_returns_the_class_probability() -> None:
+    images = np.stack([photo("chelsea"), photo("coffee")])
+    pred_func = pic.make_sic_pred_func(detail_probabilities, 1)
+    np.testing.assert_array_equal(pred_func(images), detail_probabilities(images)[:, 1])
+
+
+def test_aic_pred_func_returns_one_where_the_class_is_on_top() -> None:
+    flat = np.full((SIZE, SIZE, 3), 100, dtype=np.uint8)
+    images = np.stack([photo("chelsea"), flat])
+    assert np.argmax(detail_probabilities(images), axis=1).tolist() == [1, 0]
+    np.testing.assert_array_equal(pic.make_aic_pred_func(detail_probabilities, 1)(images), [1.0, 0.0])
+    np.testing.assert_array_equal(pic.make_aic_pred_func(detail_probabilities, 0)(images), [0.0, 1.0])
+
+
+def test_compute_sic_equals_compute_pic_metric_with_the_sic_pred_func() -> None:
+    arguments = (photo("chelsea"), smooth_saliency(), pic.generate_random_mask(SIZE, SIZE, seed=0))
+    sic = pic.compute_sic(*arguments, detail_probabilities, 1, num_data_points=100)
+    expected = pic.compute_pic_metric(
+        *arguments,
+        pic.make_sic_pred_func(detail_probabilities, 1),
+        pic.DEFAULT_SALIENCY_THRESHOLDS,
+        min_pred_value=0.5,
+        num_data_points=100,
+    )
+    np.testing.assert_array_equal(sic.curve_y, expected.curve_y)
+    assert 0.0 < sic.auc < 1.0
+
+
+def test_compute_aic_is_a_step_curve_between_zero_and_one() -> None:
+    arguments = (photo("chelsea"), smooth_saliency(), pic.generate_random_mask(SIZE, SIZE, seed=0))
+    aic = pic.compute_aic(*arguments, detail_probabilities, 1, num_data_points=100)
+    assert set(np.unique(aic.predictions)) <= {0.0, 1.0}
+    assert aic.predictions[0] == 0.0 and aic.predictions[-1] == 1.0
+    assert 0.0 < aic.auc < 1.0
+
+
+def test_aic_skips_an_image_whose_class_is_not_on_top() -> None:
+    arguments = (photo("chelsea"), smooth_saliency(), pic.generate_random_mask(SIZE, SIZE, seed=0))
+    with pytest.raises(pic.ComputePicMetricError, match="min_pred_value"):
+        pic.compute_aic(*arguments, detail_probabilities, 2)
+
+
+@pytest.mark.parametrize(
+    ("predict_probabilities", "class_index", "error", "match"),
+    [
+        (detail_probabilities, 3, ValueError, "class_index must be < the number of classes 3"),
+        (lambda images: detail_probabilities(images)[:, 0], 0, ValueError, r"\[batch, n_classes\]"),
+        (lambda images: np.ones((len(images), 3), dtype=int), 0, TypeError, "floats"),
+        (lambda images: np.full((len(images), 3), np.nan), 0, ValueError, "NaN"),
+    ],
+)
+def test_bad_probabilities_or_class(predict_probabilities, class_index, error, match) -> None:
+    images = photo("chelsea")[None]
+    for make in (pic.make_sic_pred_func, pic.make_aic_pred_func):
+        with pytest.raises(error, match=match):
+            make(predict_probabilities, class_index)(images)
+
+
+def test_negative_class_index_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="class_index"):
+        pic.make_sic_pred_func(detail_probabilities, -1)
+    with pytest.raises(TypeError, match="class_index"):
+        pic.make_aic_pred_func(detail_probabilities, 1.5)
