@@ -22,17 +22,14 @@ Usage (one saliency method over a data set):
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
 several times faster: each blurred image is triangulated once for all of its
 channels instead of once per channel, the blurred images and their WebP sizes
-are computed in threads (both release the GIL), and the model sees the images
-in batches.
+are computed on every core, and the model sees the images in batches.
 """
 
 from __future__ import annotations
 
 import io
 import numbers
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,6 +37,7 @@ from PIL import Image
 from scipy import interpolate
 
 from ..core.base import check_int, check_number
+from ._parallel import PARALLEL_MODES, default_n_jobs, run_jobs
 
 __all__ = [
     "DEFAULT_SALIENCY_THRESHOLDS",
@@ -338,13 +336,6 @@ def _blur_and_measure(img: np.ndarray, pixel_mask: np.ndarray) -> tuple[np.ndarr
     return blurred_image, estimate_image_entropy(blurred_image)
 
 
-def _default_n_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def compute_pic_metric(
     img: np.ndarray,
     saliency_map: np.ndarray,
@@ -357,6 +348,7 @@ def compute_pic_metric(
     *,
     batch_size: int | None = None,
     n_jobs: int | None = None,
+    parallel: str = "auto",
 ) -> PicMetricResult:
     """Computes the Performance Information Curve (SIC or AIC) of one image and saliency map.
 
@@ -370,7 +362,7 @@ def compute_pic_metric(
 
     The result equals the reference's (``saliency.metrics.compute_pic_metric``)
     for the same inputs; it is computed several times faster: blurred images
-    and their WebP sizes are computed in ``n_jobs`` threads, and the model is
+    and their WebP sizes are computed by ``n_jobs`` workers, and the model is
     called on batches of up to ``batch_size`` images (the original image first,
     alone, so that an image below ``min_pred_value`` costs one prediction and
     nothing else). Predictions of a real model can differ in the last bits
@@ -395,8 +387,11 @@ def compute_pic_metric(
       num_data_points: the number of curve points before x = 1.0, >= 1.
       batch_size: the most images per ``pred_func`` call; ``None`` puts all the
         thresholds' images in one call.
-      n_jobs: threads for blurring and encoding; ``None`` uses every core
-        available, 1 runs everything in the calling thread.
+      n_jobs: the most blurred images computed at once; ``None`` uses every
+        core available, 1 computes them in the calling thread.
+      parallel: ``'auto'`` (worker processes forked on Linux, threads
+        elsewhere), ``'processes'`` or ``'threads'``. Worker processes are
+        started on the first call and reused. The result is the same.
 
     Returns:
       A :class:`PicMetricResult`.
@@ -434,7 +429,9 @@ def compute_pic_metric(
     min_pred_value = check_number("min_pred_value", min_pred_value)
     num_data_points = check_int("num_data_points", num_data_points)
     batch_size = len(thresholds) if batch_size is None else check_int("batch_size", batch_size)
-    n_jobs = _default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs)
+    n_jobs = default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs)
+    if parallel not in PARALLEL_MODES:
+        raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
 
     original_pred = _predict(pred_func, img[np.newaxis])[0]
     if original_pred < min_pred_value:
@@ -448,33 +445,27 @@ def compute_pic_metric(
     quantiles = np.quantile(saliency_map, 1 - thresholds)
     pixel_masks = [(saliency_map >= quantile) | random_mask for quantile in quantiles]
 
-    # The model is never called while the threads work: a framework's own threads
+    # The model is never called while the workers run: a framework's own threads
     # (PyTorch's OpenMP pool) slow down many times when they compete for the cores.
-    with ThreadPoolExecutor(max_workers=n_jobs) if n_jobs > 1 else _InlineExecutor() as executor:
-        original_entropy_job = executor.submit(estimate_image_entropy, img)
-        fully_blurred_image, fully_blurred_entropy = _blur_and_measure(img, random_mask)
-        original_entropy = original_entropy_job.result()
-        fully_blurred_pred = _predict(pred_func, fully_blurred_image[np.newaxis])[0]
-        if fully_blurred_entropy >= original_entropy:
-            raise ComputePicMetricError(
-                "The entropy in the completely blurred image is not lower than the entropy in the"
-                " original image. Catch the error and exclude this image from evaluation. Blurred"
-                f" entropy: {fully_blurred_entropy}, original entropy {original_entropy}"
-            )
-        if fully_blurred_pred >= original_pred:
-            raise ComputePicMetricError(
-                "The model prediction score on the completely blurred image is not lower than the"
-                " score on the original image. Catch the error and exclude this image from the"
-                f" evaluation. Blurred score: {fully_blurred_pred}, original score {original_pred}"
-            )
-        # The largest masks take longest to triangulate: start them first.
-        jobs = {
-            index: executor.submit(_blur_and_measure, img, pixel_masks[index])
-            for index in reversed(range(len(pixel_masks)))
-        }
-        blurred_images, entropies = zip(
-            *(jobs[index].result() for index in range(len(pixel_masks))), strict=True
+    (original_entropy, (fully_blurred_image, fully_blurred_entropy)) = run_jobs(
+        [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))], n_jobs, parallel
+    )
+    fully_blurred_pred = _predict(pred_func, fully_blurred_image[np.newaxis])[0]
+    if fully_blurred_entropy >= original_entropy:
+        raise ComputePicMetricError(
+            "The entropy in the completely blurred image is not lower than the entropy in the"
+            " original image. Catch the error and exclude this image from evaluation. Blurred"
+            f" entropy: {fully_blurred_entropy}, original entropy {original_entropy}"
         )
+    if fully_blurred_pred >= original_pred:
+        raise ComputePicMetricError(
+            "The model prediction score on the completely blurred image is not lower than the"
+            " score on the original image. Catch the error and exclude this image from the"
+            f" evaluation. Blurred score: {fully_blurred_pred}, original score {original_pred}"
+        )
+    # The largest masks take longest to triangulate: start them first.
+    jobs = [(_blur_and_measure, (img, pixel_mask)) for pixel_mask in reversed(pixel_masks)]
+    blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_jobs, parallel)), strict=True)
     predictions = _predict_in_batches(pred_func, blurred_images, batch_size)
 
     normalized_entropy = np.clip(
@@ -501,24 +492,6 @@ def compute_pic_metric(
         thresholds=[0.0, *thresholds.tolist(), 1.0],
         auc=_trapezoid(curve_y, curve_x),
     )
-
-
-class _InlineExecutor:
-    """Runs submitted calls at once in the calling thread (``n_jobs=1``)."""
-
-    def __enter__(self) -> _InlineExecutor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(function(*args))
-        except BaseException as error:  # handed to the caller through result()
-            future.set_exception(error)
-        return future
 
 
 def aggregate_individual_pic_results(
