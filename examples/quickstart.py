@@ -6,6 +6,9 @@ through saliencykit's reference-compatible API with a hand-written PyTorch
 and writes ``out/quickstart.png``: the image and one grayscale map per method.
 
     pip install -r requirements-dev.txt && python examples/quickstart.py
+
+The same without code, with every method, a panel and an HTML report:
+``saliencykit explain`` (see the README's "Command line" section).
 """
 
 from __future__ import annotations

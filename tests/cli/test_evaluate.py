@@ -1,0 +1,95 @@
+"""``saliencykit evaluate``: PIC (SIC, AIC) over images, with skipped images counted, not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from skimage import data
+
+from .conftest import assert_valid_png, run_cli, smooth_image
+
+pytest.importorskip("saliencykit.metrics")
+
+
+def test_default_photos(tiny_model: Path, tmp_path: Path) -> None:
+    """Without images, the five scikit-image photos are scored (with a small model, to stay quick).
+
+    The pretrained default model runs end to end in the explain tests; here the
+    photos, the table of AUCs, the aggregate curves and the summary are checked.
+    """
+    run = run_cli(
+        "evaluate",
+        "--model",
+        str(tiny_model),
+        "--input-size",
+        "32",
+        "--methods",
+        "gradients",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = run.json()
+    names = [record["image"] for record in summary["images"]]
+    assert names == [
+        f"skimage.data.{name}()" for name in ("chelsea", "coffee", "camera", "astronaut", "rocket")
+    ]
+    for metric in ("sic", "aic"):
+        assert summary["images_used"][metric] == 5 - len(summary["skipped"][metric]) > 0
+        assert 0.0 <= summary["methods"]["gradients"][metric] <= 1.0
+    assert summary["methods"]["gradients"]["parameters"] == {}
+    assert summary["pic"]["aggregation"] == {"sic": "median", "aic": "mean"}
+    for record in summary["images"]:
+        assert record["class_index"] == 0 and record["label"] == "class 0"  # the photos are sharp
+    assert_valid_png(tmp_path / "saliencykit-out" / "pic-curves.png", min_size=(600, 300))
+    assert (tmp_path / "saliencykit-out" / "pic.json").is_file()
+
+
+def test_folder_with_a_custom_model(tiny_model: Path, tmp_path: Path) -> None:
+    """Unreadable files and images PIC must skip are reported; the others are scored."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
+    Image.fromarray(smooth_image()).save(folder / "smooth.png")
+    (folder / "broken.png").write_text("not a picture")
+    (folder / "readme.txt").write_text("not an image name: ignored")
+    run = run_cli(
+        "evaluate", "photos", "--model", str(tiny_model), "--input-size", "32", "--steps", "4", cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    table = run.stdout
+    assert "Integrated Gradients" in table and "XRAI" in table and "Grad-CAM" not in table
+    assert "SIC: 2 of 3 images used, 1 skipped: smooth.png (" in table
+    assert "AIC: 2 of 3 images used, 1 skipped: smooth.png (" in table
+    assert "unreadable files: 1" in table
+    for row in ("Integrated Gradients", "XRAI"):
+        line = next(line for line in table.splitlines() if line.startswith(row))
+        sic, aic = (float(value) for value in line.split()[-2:])
+        assert 0.0 <= sic <= 1.0 and 0.0 <= aic <= 1.0
+    assert "note: gradcam left out: TorchScript modules cannot be hooked" in run.stderr
+    assert "note: skipping photos/broken.png" in run.stderr
+    assert_valid_png(tmp_path / "saliencykit-out" / "pic-curves.png")
+
+
+def test_every_image_skipped_is_not_fatal(tiny_model: Path, tmp_path: Path) -> None:
+    Image.fromarray(smooth_image()).save(tmp_path / "smooth.png")
+    run = run_cli(
+        "evaluate",
+        "smooth.png",
+        "--model",
+        str(tiny_model),
+        "--input-size",
+        "32",
+        "--methods",
+        "gradients",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = run.json()
+    assert summary["images_used"] == {"sic": 0, "aic": 0}
+    assert summary["methods"]["gradients"]["sic"] is None and summary["methods"]["gradients"]["aic"] is None
+    assert_valid_png(tmp_path / "saliencykit-out" / "pic-curves.png")
