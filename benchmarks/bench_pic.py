@@ -10,13 +10,12 @@ and the time spent inside the model.
 
 A second section times the pieces on one image with no model at all: the
 blurred images (griddata per channel against one triangulation for all
-channels) and the WebP sizes, serial, in 2 threads and in 2 worker processes,
+channels) and the WebP sizes, serial and in 2 threads,
 to show where the time goes and the floor for identical results.
 
 Usage::
 
     python benchmarks/bench_pic.py [--repeat 3] [--images chelsea,coffee] [--n-jobs N]
-        [--parallel auto|processes|threads]
 
 The reference calls ``np.trapz``, removed in NumPy 2; the script puts it back.
 Run it on a quiet machine: on 2 cores, another process using the CPU changes the
@@ -46,7 +45,6 @@ from scipy import interpolate  # noqa: E402
 from skimage import data, filters, transform  # noqa: E402
 
 from saliencykit import metrics as pic  # noqa: E402
-from saliencykit.metrics._parallel import run_jobs  # noqa: E402
 
 SPEEDUP_TARGET = 3.0
 AUC_TOLERANCE = 1e-6
@@ -90,9 +88,7 @@ def timed(function: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-def compare_end_to_end(
-    model: torch.nn.Module, names: list[str], repeat: int, n_jobs: int | None, parallel: str
-) -> bool:
+def compare_end_to_end(model: torch.nn.Module, names: list[str], repeat: int, n_jobs: int | None) -> bool:
     thresholds = list(pic.DEFAULT_SALIENCY_THRESHOLDS)
     all_met = True
     print("\n## compute_pic_metric, 224x224, 13 thresholds, EfficientNet-Lite0 SIC\n")
@@ -112,7 +108,7 @@ def compare_end_to_end(
                 compute = (
                     reference_pic.compute_pic_metric if variant == "reference" else pic.compute_pic_metric
                 )
-                options = {} if variant == "reference" else {"n_jobs": n_jobs, "parallel": parallel}
+                options = {} if variant == "reference" else {"n_jobs": n_jobs}
                 start = time.perf_counter()
                 outcome = compute(*arguments, predictor, thresholds, min_pred_value=0.0, **options)
                 seconds = time.perf_counter() - start
@@ -157,12 +153,6 @@ def time_pieces(name: str, repeat: int) -> None:
         pieces["one triangulation x 14 masks, 2 threads"] = lambda: list(
             executor.map(lambda m: pic.create_blurred_image(image, m), masks)
         )
-        pieces["one triangulation x 14 masks, 2 processes"] = lambda: run_jobs(
-            [(pic.create_blurred_image, (image, m)) for m in masks], 2, "processes"
-        )
-        pieces["WebP size x 15 images, 2 processes"] = lambda: run_jobs(
-            [(pic.estimate_image_entropy, (b,)) for b in blurred], 2, "processes"
-        )
         pieces["WebP size x 15 images, 2 threads"] = lambda: list(
             executor.map(pic.estimate_image_entropy, blurred)
         )
@@ -186,8 +176,8 @@ def main() -> int:
     torch.set_num_threads(2)
     model = load_model()
     names = args.images.split(",")
-    print(f"saliencykit: parallel={args.parallel}, n_jobs={args.n_jobs or 'all cores'}")
-    met = compare_end_to_end(model, names, args.repeat, args.n_jobs, args.parallel)
+    print(f"saliencykit: n_jobs={args.n_jobs or 'all cores'} threads")
+    met = compare_end_to_end(model, names, args.repeat, args.n_jobs)
     time_pieces(names[0], args.repeat)
     verdict = "met" if met else "NOT met"
     print(f"\nTarget (>= {SPEEDUP_TARGET}x faster, |AUC diff| <= {AUC_TOLERANCE}): {verdict}")

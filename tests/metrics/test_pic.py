@@ -302,9 +302,8 @@ def test_float32_predictions_and_non_monotonous_curves_equal_the_reference(
     assert abs(result.auc - expected.auc) < 1e-6
 
 
-@pytest.mark.parametrize("parallel", ["processes", "threads"])
-def test_processes_threads_and_the_calling_thread_give_the_same_result(parallel: str) -> None:
-    in_parallel = run_pic(n_jobs=2, parallel=parallel)
+def test_threads_and_the_calling_thread_give_the_same_result() -> None:
+    in_parallel = run_pic(n_jobs=2)
     inline = run_pic(n_jobs=1)
     np.testing.assert_array_equal(in_parallel.curve_y, inline.curve_y)
     for ours, theirs in zip(in_parallel.blurred_images, inline.blurred_images, strict=True):
@@ -391,7 +390,6 @@ def test_grayscale_image() -> None:
         ({"num_data_points": 0}, ValueError, "num_data_points"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"n_jobs": 0}, ValueError, "n_jobs"),
-        ({"parallel": "gpu"}, ValueError, "parallel"),
         ({"pred_func": "model"}, TypeError, "pred_func must be callable"),
         ({"pred_func": lambda images: [0.9, 0.1]}, ValueError, "one prediction per image"),
         ({"pred_func": lambda images: [float("nan")] * len(images)}, ValueError, "NaN"),

@@ -22,7 +22,8 @@ Usage (one saliency method over a data set):
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
 several times faster: each blurred image is triangulated once for all of its
 channels instead of once per channel, the blurred images and their WebP sizes
-are computed on every core, and the model sees the images in batches.
+are computed in threads (Qhull and WebP release the GIL), and the model sees
+the images in batches.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from PIL import Image
 from scipy import interpolate
 
 from ..core.base import check_int, check_number
-from ._parallel import PARALLEL_MODES, default_n_jobs, run_jobs
+from ._parallel import default_n_jobs, run_jobs
 
 __all__ = [
     "DEFAULT_SALIENCY_THRESHOLDS",
@@ -348,7 +349,6 @@ def compute_pic_metric(
     *,
     batch_size: int | None = None,
     n_jobs: int | None = None,
-    parallel: str = "auto",
 ) -> PicMetricResult:
     """Computes the Performance Information Curve (SIC or AIC) of one image and saliency map.
 
@@ -362,7 +362,7 @@ def compute_pic_metric(
 
     The result equals the reference's (``saliency.metrics.compute_pic_metric``)
     for the same inputs; it is computed several times faster: blurred images
-    and their WebP sizes are computed by ``n_jobs`` workers, and the model is
+    and their WebP sizes are computed in ``n_jobs`` threads, and the model is
     called on batches of up to ``batch_size`` images (the original image first,
     alone, so that an image below ``min_pred_value`` costs one prediction and
     nothing else). Predictions of a real model can differ in the last bits
@@ -387,11 +387,9 @@ def compute_pic_metric(
       num_data_points: the number of curve points before x = 1.0, >= 1.
       batch_size: the most images per ``pred_func`` call; ``None`` puts all the
         thresholds' images in one call.
-      n_jobs: the most blurred images computed at once; ``None`` uses every
-        core available, 1 computes them in the calling thread.
-      parallel: ``'auto'`` (worker processes forked on Linux, threads
-        elsewhere), ``'processes'`` or ``'threads'``. Worker processes are
-        started on the first call and reused. The result is the same.
+      n_jobs: threads computing blurred images and WebP sizes; ``None`` uses
+        every core available, 1 computes them in the calling thread. The
+        result is the same.
 
     Returns:
       A :class:`PicMetricResult`.
@@ -430,8 +428,6 @@ def compute_pic_metric(
     num_data_points = check_int("num_data_points", num_data_points)
     batch_size = len(thresholds) if batch_size is None else check_int("batch_size", batch_size)
     n_jobs = default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs)
-    if parallel not in PARALLEL_MODES:
-        raise ValueError(f"parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
 
     original_pred = _predict(pred_func, img[np.newaxis])[0]
     if original_pred < min_pred_value:
@@ -445,10 +441,10 @@ def compute_pic_metric(
     quantiles = np.quantile(saliency_map, 1 - thresholds)
     pixel_masks = [(saliency_map >= quantile) | random_mask for quantile in quantiles]
 
-    # The model is never called while the workers run: a framework's own threads
+    # The model is never called while the threads run: a framework's own threads
     # (PyTorch's OpenMP pool) slow down many times when they compete for the cores.
     (original_entropy, (fully_blurred_image, fully_blurred_entropy)) = run_jobs(
-        [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))], n_jobs, parallel
+        [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))], n_jobs
     )
     fully_blurred_pred = _predict(pred_func, fully_blurred_image[np.newaxis])[0]
     if fully_blurred_entropy >= original_entropy:
@@ -465,7 +461,7 @@ def compute_pic_metric(
         )
     # The largest masks take longest to triangulate: start them first.
     jobs = [(_blur_and_measure, (img, pixel_mask)) for pixel_mask in reversed(pixel_masks)]
-    blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_jobs, parallel)), strict=True)
+    blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_jobs)), strict=True)
     predictions = _predict_in_batches(pred_func, blurred_images, batch_size)
 
     normalized_entropy = np.clip(
