@@ -1,7 +1,7 @@
 """Evaluation of saliency maps: the PIC metrics (SIC and AIC) of the XRAI paper.
 
 ``import saliencykit.metrics as pic`` replaces ``from saliency.metrics import pic``:
-same functions, same numbers, several times faster. New: seeds for the random
+same functions, same numbers, about 2x faster. New: seeds for the random
 mask, ``batch_size`` / ``n_jobs`` for :func:`compute_pic_metric`, the SIC and AIC
 helpers and :func:`plot_pic_curves` (matplotlib, ``saliencykit[plot]``).
 """

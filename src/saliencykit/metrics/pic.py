@@ -20,7 +20,7 @@ Usage (one saliency method over a data set):
 3. ``aggregate_individual_pic_results(results)`` for the data-set curve.
 
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
-several times faster: each blurred image is triangulated once for all of its
+about twice as fast: each blurred image is triangulated once for all of its
 channels instead of once per channel, the blurred images and their WebP sizes
 are computed in threads (Qhull and WebP release the GIL), and the model sees
 the images in batches.
@@ -361,7 +361,7 @@ def compute_pic_metric(
     linearly at ``num_data_points`` evenly spaced x in [0, 1) and x = 1.
 
     The result equals the reference's (``saliency.metrics.compute_pic_metric``)
-    for the same inputs; it is computed several times faster: blurred images
+    for the same inputs; it is computed about twice as fast: blurred images
     and their WebP sizes are computed in ``n_jobs`` threads, and the model is
     called on batches of up to ``batch_size`` images (the original image first,
     alone, so that an image below ``min_pred_value`` costs one prediction and
