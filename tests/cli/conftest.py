@@ -120,6 +120,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def tiny_model_args(tiny_model: Path) -> list[str]:
+    """The options that run the CLI on the tiny TorchScript model."""
+    return ["--model", str(tiny_model), "--input-size", "32"]
+
+
 @pytest.fixture(scope="session")
 def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-image's coffee() as a JPEG."""

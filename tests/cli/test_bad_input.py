@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import assert_one_line_error, run_cli, tiny_model_args
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -72,10 +72,7 @@ def test_class_index_out_of_range(tiny_model: Path, photo: Path, tmp_path: Path)
     run = run_cli(
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--class-index",
         "3",
         cwd=tmp_path,
@@ -114,10 +111,7 @@ def test_panel_without_matplotlib(tiny_model: Path, photo: Path, tmp_path: Path)
     run = run_cli(
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
         cwd=tmp_path,
@@ -132,10 +126,7 @@ def test_unexpected_errors_are_one_line_unless_asked(tiny_model: Path, photo: Pa
     arguments = [
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
     ]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from .conftest import assert_valid_png, run_cli, smooth_image
+from .conftest import assert_valid_png, run_cli, smooth_image, tiny_model_args
 
 pytest.importorskip("saliencykit.metrics")
 
@@ -21,10 +21,7 @@ def test_default_photos(tiny_model: Path, tmp_path: Path) -> None:
     """
     run = run_cli(
         "evaluate",
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
         "--json",
@@ -79,10 +76,7 @@ def test_every_image_skipped_is_not_fatal(tiny_model: Path, tmp_path: Path) -> N
     run = run_cli(
         "evaluate",
         "smooth.png",
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
         "--json",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import TIMEOUT_S, CliRun, assert_one_line_error, assert_valid_png, run_cli
+from .conftest import TIMEOUT_S, CliRun, assert_one_line_error, assert_valid_png, run_cli, tiny_model_args
 
 ALL_METHODS = [
     "gradients",
@@ -94,10 +94,7 @@ def test_torchscript_model(tiny_model: Path, photo: Path, tmp_path: Path) -> Non
     run = run_cli(
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--labels",
         str(labels),
         "--param",
@@ -132,10 +129,7 @@ def test_torchscript_model_other_class(tiny_model: Path, photo: Path, tmp_path: 
     run = run_cli(
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--class-index",
         "2",
         "--methods",
@@ -163,10 +157,7 @@ def test_progress_bar_on_a_terminal(tiny_model: Path, photo: Path, tmp_path: Pat
                 "saliencykit",
                 "explain",
                 str(photo),
-                "--model",
-                str(tiny_model),
-                "--input-size",
-                "32",
+                *tiny_model_args(tiny_model),
                 "--methods",
                 "ig,smoothgrad",
                 flag,
@@ -199,10 +190,7 @@ def test_requested_method_the_model_cannot_run(tiny_model: Path, photo: Path, tm
     run = run_cli(
         "explain",
         str(photo),
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradcam",
         cwd=tmp_path,
@@ -219,10 +207,7 @@ def test_alpha_channel_is_dropped_with_a_note(tiny_model: Path, tmp_path: Path) 
     run = run_cli(
         "explain",
         "alpha.png",
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
         cwd=tmp_path,
@@ -238,10 +223,7 @@ def test_one_channel_image_is_converted(tiny_model: Path, tmp_path: Path) -> Non
     run = run_cli(
         "explain",
         "gray.png",
-        "--model",
-        str(tiny_model),
-        "--input-size",
-        "32",
+        *tiny_model_args(tiny_model),
         "--methods",
         "gradients",
         "--json",

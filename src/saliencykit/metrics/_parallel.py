@@ -1,7 +1,9 @@
 """Running the PIC metric's independent jobs (blurred images, WebP sizes) in threads.
 
-Qhull's triangulation and Pillow's WebP encoder release the GIL, so threads
-overlap them. Worker processes were tried and rejected: processes forked from
+Pillow's WebP encoder and Qhull's triangulation release the GIL, so threads
+overlap them; SciPy's barycentric transforms of each triangulation do not, so
+blurs gain little (benchmarks/bench_pic.py: 15 WebP sizes 1.25 s -> 0.67 s in 2
+threads, 14 blurs 1.22 s -> 1.19 s). Worker processes were tried and rejected: processes forked from
 a caller whose BLAS or OpenMP thread pools have started (NumPy, SciPy or
 PyTorch already used) stalled for seconds to minutes inside BLAS calls.
 """

@@ -22,7 +22,7 @@ Usage (one saliency method over a data set):
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
 about twice as fast: each blurred image is triangulated once for all of its
 channels instead of once per channel, the blurred images and their WebP sizes
-are computed in threads (Qhull and WebP release the GIL), and the model sees
+are computed in threads (the WebP encoder releases the GIL), and the model sees
 the images in batches.
 """
 
