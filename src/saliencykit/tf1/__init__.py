@@ -9,7 +9,12 @@ work is done by the methods of :mod:`saliencykit.core` through
 :func:`create_tf1_call_model_function`.
 
 Importing this package imports TensorFlow (``pip install saliencykit[tf1]``);
-the graphs run through ``tf.compat.v1``.
+the graphs run through ``tf.compat.v1``. The session may be a
+``tf.compat.v1.Session`` or anything with a ``run`` method (a
+``MonitoredSession``, a debugging wrapper, a proxy). The reference's message
+constants (``X_SHAPE_ERROR_MESSAGE``, ``Y_SHAPE_ERROR_MESSAGE`` of
+:mod:`.base`, ``MISSING_Y_ERROR_MESSAGE``, ``MISSING_CONV_LAYER_ERROR_MESSAGE``
+of :mod:`.utils`) are here too.
 """
 
 from ..core.base import (
@@ -19,7 +24,7 @@ from ..core.base import (
     INPUT_OUTPUT_GRADIENTS,
     OUTPUT_LAYER_VALUES,
 )
-from .base import TF1CoreSaliency, TF1Saliency
+from .base import X_SHAPE_ERROR_MESSAGE, Y_SHAPE_ERROR_MESSAGE, TF1CoreSaliency, TF1Saliency
 from .blur_ig import BlurIG
 from .grad_cam import GradCam
 from .gradients import GradientSaliency
@@ -28,7 +33,14 @@ from .guided_grad_cam import GuidedGradCam
 from .guided_ig import GuidedIG
 from .integrated_gradients import IntegratedGradients
 from .occlusion import Occlusion
-from .utils import MissingTensorError, create_tf1_call_model_function
+from .utils import (
+    MISSING_CONV_LAYER_ERROR_MESSAGE,
+    MISSING_Y_ERROR_MESSAGE,
+    GraphFinalizedError,
+    MissingTensorError,
+    NotDifferentiableError,
+    create_tf1_call_model_function,
+)
 from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
 from .xrai import XRAI, XRAIOutput, XRAIParameters
 
@@ -37,15 +49,21 @@ __all__ = [
     "CONVOLUTION_OUTPUT_GRADIENTS",
     "GUIDED_INPUT_OUTPUT_GRADIENTS",
     "INPUT_OUTPUT_GRADIENTS",
+    "MISSING_CONV_LAYER_ERROR_MESSAGE",
+    "MISSING_Y_ERROR_MESSAGE",
     "OUTPUT_LAYER_VALUES",
+    "X_SHAPE_ERROR_MESSAGE",
+    "Y_SHAPE_ERROR_MESSAGE",
     "BlurIG",
     "GradCam",
     "GradientSaliency",
+    "GraphFinalizedError",
     "GuidedBackprop",
     "GuidedGradCam",
     "GuidedIG",
     "IntegratedGradients",
     "MissingTensorError",
+    "NotDifferentiableError",
     "Occlusion",
     "TF1CoreSaliency",
     "TF1Saliency",

@@ -5,7 +5,9 @@ A TF1 method is a thin wrapper: it builds a ``call_model_function`` from
 ``GetMask`` / ``GetSmoothedMask`` to the matching :mod:`saliencykit.core`
 method, with the ``feed_dict`` as ``call_model_args``. Before a method sends
 batches of several inputs to the model it checks that the static shapes of
-``x`` and ``y`` allow such batches (:meth:`TF1Saliency.validate_xy_tensor_shape`).
+``x`` and ``y`` allow such batches (:meth:`TF1Saliency.validate_xy_tensor_shape`);
+its errors start with the reference library's messages
+(:data:`Y_SHAPE_ERROR_MESSAGE`, :data:`X_SHAPE_ERROR_MESSAGE`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,18 @@ from typing import Any
 import numpy as np
 
 from ..core.base import CallModelFunction, CoreSaliency, check_int
-from .utils import check_graph_session_tensors, create_tf1_call_model_function
+from .utils import _create_call_model_function, check_gradient_can_be_built, check_graph_session_tensors
 
-__all__ = ["TF1CoreSaliency", "TF1Saliency"]
+__all__ = ["X_SHAPE_ERROR_MESSAGE", "Y_SHAPE_ERROR_MESSAGE", "TF1CoreSaliency", "TF1Saliency"]
+
+#: The reference library's message (``saliency.tf1.base``) for an ``x`` whose first dimension cannot
+#: take the batches; formatted with the expected and the actual dimension.
+X_SHAPE_ERROR_MESSAGE = (
+    "Unexpected outermost dimension for x tensor. Expected {} for outermost dimension, actual {}"
+)
+#: The reference library's message (``saliency.tf1.base``) for a ``y`` whose shape cannot take the
+#: batches; formatted with the expected and the actual shape.
+Y_SHAPE_ERROR_MESSAGE = "Unexpected shape for y tensor. Expected shape {}, actual {}"
 
 
 class TF1Saliency:
@@ -47,7 +58,9 @@ class TF1Saliency:
 
         Args:
           graph: the ``tf.Graph`` of the model.
-          session: a ``tf.compat.v1.Session`` running ``graph``, variables initialised.
+          session: what runs ``graph``, variables initialised: a
+            ``tf.compat.v1.Session``, or anything with a callable ``run``
+            (``MonitoredSession``, a debugging wrapper, a proxy).
           y: the explained output, one scalar per example: shape ``[None]``
             (``[batch_size]`` for a fixed batch, ``[]`` for a batch of one),
             e.g. ``logits[:, class_index]``.
@@ -57,7 +70,8 @@ class TF1Saliency:
         Raises:
           TypeError: ``graph`` not a ``tf.Graph``, ``session`` without ``run``,
             ``x`` or ``y`` not a graph tensor.
-          ValueError: ``session`` or a tensor belongs to another graph.
+          ValueError: a tensor of another graph, or a ``tf.compat.v1.Session``
+            of another graph.
         """
         check_graph_session_tensors(graph, session, y=y, x=x)
         self.graph = graph
@@ -150,7 +164,9 @@ class TF1Saliency:
 
         Raises:
           TypeError, ValueError: ``x_steps`` or ``batch_size`` not an integer >= 1.
-          ValueError: ``x`` or ``y`` has a shape that cannot take these batches.
+          ValueError: ``x`` or ``y`` has a shape that cannot take these batches;
+            the message starts with the reference's :data:`X_SHAPE_ERROR_MESSAGE`
+            or :data:`Y_SHAPE_ERROR_MESSAGE`, formatted as the reference did.
         """
         batch_size = check_int("batch_size", batch_size)
         if x_steps is not None:
@@ -168,11 +184,14 @@ class TF1Saliency:
             known_size = math.prod(dim for dim in y_dims if dim is not None)
             has_batch_dim = None in y_dims
             if not ((has_batch_dim and known_size == 1) or (not has_batch_dim and known_size == fixed_size)):
+                reference_expected = "[None]"
                 expected = "one value per example: shape [None] (or [None, 1])"
                 if fixed_size is not None:
+                    reference_expected += f" or tensor with size {fixed_size}"
                     expected += f", or a fixed shape of {fixed_size} element(s)"
                 raise ValueError(
-                    f"y must hold {expected} for {batches}; got y of shape {y_dims} "
+                    Y_SHAPE_ERROR_MESSAGE.format(reference_expected, y_dims)
+                    + f". y must hold {expected} for {batches}; got y of shape {y_dims} "
                     "(explain one output per example, e.g. logits[:, class_index])"
                 )
 
@@ -180,7 +199,9 @@ class TF1Saliency:
         if x_dims is not None and x_dims[0] not in (None, fixed_size):
             expected = "None" if fixed_size is None else f"None or {fixed_size}"
             raise ValueError(
-                f"x must have a first (batch) dimension of {expected} for {batches}; got x of shape {x_dims}"
+                X_SHAPE_ERROR_MESSAGE.format(expected, x_dims[0])
+                + f". x must have a first (batch) dimension of {expected} for {batches}; "
+                f"got x of shape {x_dims}"
             )
 
     def _check_batching(self, arguments: Mapping[str, Any], nsamples: int | None = None) -> None:
@@ -223,8 +244,20 @@ class TF1CoreSaliency(TF1Saliency):
 
     The constructor builds ``call_model_function`` with
     :func:`~saliencykit.tf1.utils.create_tf1_call_model_function` (its
-    gradient ops are added to ``graph`` once per tensors and shared).
+    gradient ops are added to ``graph`` once per tensors and shared). It adds
+    only the gradients the method needs (:attr:`gradients_needed`), and
+    checks that they can be added (a finalized graph raises
+    :class:`~saliencykit.tf1.utils.GraphFinalizedError`, a ``RuntimeError`` as
+    in the reference). Whether ``y`` is differentiable is checked at the first
+    call that needs a gradient.
+
+    Attributes:
+      gradients_needed: the tensors (``"x"``, ``"conv_layer"``) with respect
+        to which the method differentiates ``y``: class attribute, ``("x",)``
+        by default, empty for forward-only methods (Occlusion).
     """
+
+    gradients_needed: tuple[str, ...] = ("x",)
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any = None) -> None:
         """Builds the ``call_model_function`` of the graph.
@@ -235,12 +268,19 @@ class TF1CoreSaliency(TF1Saliency):
             graph, needed by Grad-CAM only.
 
         Raises:
-          TypeError, ValueError: see :class:`TF1Saliency`; also ValueError when
-            ``y`` does not depend differentiably on ``x`` or ``conv_layer``.
+          TypeError, ValueError: see :class:`TF1Saliency`.
+          GraphFinalizedError: ``graph`` is finalized and lacks a gradient the
+            method needs (a ``RuntimeError``, as in the reference, and a ``ValueError``).
         """
         super().__init__(graph, session, y, x)
         self.conv_layer = conv_layer
-        self.call_model_function = create_tf1_call_model_function(graph, session, y, x, conv_layer)
+        self.call_model_function = _create_call_model_function(
+            graph, session, y, x, conv_layer, self.gradients_needed
+        )
+        wrt_of_name = {"x": x, "conv_layer": conv_layer}
+        for name in self.gradients_needed:
+            if wrt_of_name[name] is not None:
+                check_gradient_can_be_built(graph, y, wrt_of_name[name], name)
 
 
 class _MaskOfTF1Method(CoreSaliency):

@@ -22,6 +22,8 @@ class GradCam(TF1CoreSaliency):
     last convolutional layer.
     """
 
+    gradients_needed: tuple[str, ...] = ("conv_layer",)
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any) -> None:
         super().__init__(graph, session, y, x, conv_layer)
         self.core_instance = core_grad_cam.GradCam()

@@ -17,7 +17,11 @@ re-labelled:
    variable's own output; a resource variable's existing ``ReadVariableOp``)
    and written into the copy through placeholders fed to assign ops built in
    the copy. Nothing is written to disk (the reference saves a checkpoint to
-   a fixed path in ``/tmp``) and no op is added to ``graph``.
+   a fixed path in ``/tmp``) and no op is added to ``graph``, so a
+   finalized graph is fine. The values are read with one
+   ``session.run(list_of_tensors)``, so any session proxy works (a
+   ``MonitoredSession``, a debugging wrapper) as long as its ``run`` returns
+   the list of values a ``tf.compat.v1.Session`` returns.
 4. The guided gradient ``d sum(y) / dx`` is built in the copy, which is then
    finalized.
 
@@ -42,7 +46,7 @@ from ..core import gradients as core_gradients
 from ..core.base import GUIDED_INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES
 from ._tensorflow import tf, tf1
 from .base import TF1Saliency
-from .utils import checked_expected_keys, feed_dict_with_input, gradient_tensor
+from .utils import NotDifferentiableError, checked_expected_keys, feed_dict_with_input, gradient_tensor
 
 __all__ = ["GuidedBackprop", "copy_graph_with_guided_relus"]
 
@@ -114,7 +118,9 @@ def copy_graph_with_guided_relus(graph: Any, session: Any, y: Any) -> tuple[Any,
 
     Args:
       graph: the user's ``tf.Graph``.
-      session: a session running ``graph``, the variables ``y`` needs initialised.
+      session: a session running ``graph`` (or any object whose
+        ``run(list_of_tensors)`` returns their values, as a session's does),
+        the variables ``y`` needs initialised.
       y: the explained output tensor of ``graph``.
 
     Returns:
@@ -124,6 +130,7 @@ def copy_graph_with_guided_relus(graph: Any, session: Any, y: Any) -> tuple[Any,
     Raises:
       ValueError: a resource variable whose value cannot be read (see
         :func:`_value_tensor`).
+      TypeError: ``session.run`` did not return one array per variable.
       tf.errors.FailedPreconditionError: a variable ``y`` needs is not initialised.
     """
     ancestors = _ancestor_ops(y)
@@ -133,7 +140,8 @@ def copy_graph_with_guided_relus(graph: Any, session: Any, y: Any) -> tuple[Any,
             stacklevel=3,
         )
     variable_ops = sorted((op for op in ancestors if op.type in VARIABLE_OP_TYPES), key=lambda op: op.name)
-    values = session.run([_value_tensor(op) for op in variable_ops])
+    values = session.run([_value_tensor(op) for op in variable_ops]) if variable_ops else []
+    values = _checked_variable_values(values, variable_ops, session)
 
     graph_def = graph.as_graph_def()
     for node in graph_def.node:
@@ -147,7 +155,6 @@ def copy_graph_with_guided_relus(graph: Any, session: Any, y: Any) -> tuple[Any,
         feed, assign_ops = {}, []
         with tf1.name_scope("saliencykit_copied_variable_values"):
             for variable_op, value in zip(variable_ops, values, strict=True):
-                value = np.asarray(value)
                 placeholder = tf1.placeholder(variable_op.get_attr("dtype"), value.shape)
                 copied = guided_graph.get_operation_by_name(variable_op.name).outputs[0]
                 if variable_op.type == "VarHandleOp":
@@ -165,6 +172,34 @@ def copy_graph_with_guided_relus(graph: Any, session: Any, y: Any) -> tuple[Any,
     return guided_graph, guided_session
 
 
+def _checked_variable_values(values: Any, variable_ops: Sequence[Any], session: Any) -> list[np.ndarray]:
+    """The values ``session.run`` returned for ``variable_ops``, as arrays of the variables' dtypes.
+
+    Raises:
+      TypeError: not one numeric array per variable (a session proxy whose
+        ``run`` does not return what a ``tf.compat.v1.Session`` returns).
+    """
+    reason = None
+    arrays: list[np.ndarray] = []
+    if not isinstance(values, (list, tuple)) or len(values) != len(variable_ops):
+        reason = f"got {type(values).__name__} {values!r:.100}"
+    else:
+        for variable_op, value in zip(variable_ops, values, strict=True):
+            array = np.asarray(value)
+            if array.dtype == object:
+                reason = f"got {type(value).__name__} {value!r:.100} for variable {variable_op.name!r}"
+                break
+            arrays.append(array)
+    if reason is not None:
+        raise TypeError(
+            "GuidedBackprop copies the values of the graph's variables through session.run, which "
+            f"must return a list of {len(variable_ops)} arrays for a list of {len(variable_ops)} "
+            f"variable tensors (as a tf.compat.v1.Session does); session ({type(session).__name__}) "
+            f"{reason}"
+        )
+    return arrays
+
+
 class GuidedBackprop(TF1Saliency):
     """Guided Backpropagation on a private copy of the graph; ``graph`` and ``session`` stay untouched.
 
@@ -175,10 +210,15 @@ class GuidedBackprop(TF1Saliency):
     on the copy answering ``GUIDED_INPUT_OUTPUT_GRADIENTS``, so
     ``GetSmoothedMask(..., batch_size=n)`` runs ``n`` noisy samples at once.
 
+    The session may be a proxy (see the module docstring). When ``y`` does
+    not depend differentiably on ``x``, the first call asking for the guided
+    gradient raises :class:`~saliencykit.tf1.utils.NotDifferentiableError`.
+
     Attributes:
       guided_graph: the copy of ``graph`` with guided ReLU gradients (finalized).
       guided_sess: the session on ``guided_graph``.
-      guided_grads_node: the guided ``d sum(y) / dx`` tensor of ``guided_graph``.
+      guided_grads_node: the guided ``d sum(y) / dx`` tensor of ``guided_graph``
+        (None when ``y`` does not depend differentiably on ``x``).
     """
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, tmp_ckpt_path: str | None = None) -> None:
@@ -191,14 +231,18 @@ class GuidedBackprop(TF1Saliency):
 
         Raises:
           TypeError, ValueError: see :class:`~saliencykit.tf1.base.TF1Saliency`;
-            also ValueError when ``y`` does not depend differentiably on ``x``.
+            TypeError also when ``session.run`` does not return the variables'
+            values as a ``tf.compat.v1.Session`` would.
         """
         super().__init__(graph, session, y, x)
         self.guided_graph, self.guided_sess = copy_graph_with_guided_relus(graph, session, y)
         self._close_session = weakref.finalize(self, self.guided_sess.close)
         self._guided_y = self.guided_graph.get_tensor_by_name(y.name)
         self._guided_x = self.guided_graph.get_tensor_by_name(x.name)
-        self.guided_grads_node = gradient_tensor(self.guided_graph, self._guided_y, self._guided_x, "x")
+        try:
+            self.guided_grads_node = gradient_tensor(self.guided_graph, self._guided_y, self._guided_x, "x")
+        except NotDifferentiableError:  # raised again by the first call asking for the gradient
+            self.guided_grads_node = None
         self.guided_graph.finalize()
         self.core_instance = core_gradients.GuidedBackprop()
         self.call_model_function = self._call_guided_graph
@@ -220,6 +264,8 @@ class GuidedBackprop(TF1Saliency):
         Raises:
           TypeError: a ``feed_dict`` key that is not a tensor or a tensor name.
           ValueError: a ``feed_dict`` key not in ``graph``, or a bad input.
+          NotDifferentiableError: ``y`` does not depend differentiably on ``x``
+            (a ``ValueError`` and a ``TypeError``).
         """
         return self.core_instance.GetMask(
             x_value, self.call_model_function, call_model_args=feed_dict, **kwargs
@@ -273,10 +319,12 @@ class GuidedBackprop(TF1Saliency):
     ) -> dict[str, np.ndarray]:
         """The copy's ``call_model_function``, answering the keys in :data:`GUIDED_KEYS`."""
         keys = checked_expected_keys(expected_keys, GUIDED_KEYS, default_key=GUIDED_INPUT_OUTPUT_GRADIENTS)
-        fetch_of_key = {
-            GUIDED_INPUT_OUTPUT_GRADIENTS: self.guided_grads_node,
-            OUTPUT_LAYER_VALUES: self._guided_y,
-        }
+        fetch_of_key = {OUTPUT_LAYER_VALUES: self._guided_y}
+        if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
+            # Raises NotDifferentiableError when y does not depend differentiably on x (cached outcome).
+            fetch_of_key[GUIDED_INPUT_OUTPUT_GRADIENTS] = gradient_tensor(
+                self.guided_graph, self._guided_y, self._guided_x, "x"
+            )
         feed = feed_dict_with_input(call_model_args, self.x, x_value_batch)
         guided_feed = {self._guided_tensor(key): value for key, value in feed.items()}
         return self.guided_sess.run({key: fetch_of_key[key] for key in keys}, feed_dict=guided_feed)

@@ -30,6 +30,8 @@ class GuidedGradCam(TF1CoreSaliency):
         guided gradients; ``close()`` closes its session.
     """
 
+    gradients_needed: tuple[str, ...] = ("conv_layer",)
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any) -> None:
         super().__init__(graph, session, y, x, conv_layer)
         self.guided_backprop = GuidedBackprop(graph, session, y, x)

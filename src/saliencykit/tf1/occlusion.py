@@ -18,8 +18,12 @@ class Occlusion(TF1CoreSaliency):
 
     ``Occlusion(graph, session, y, x)``; see :class:`~saliencykit.tf1.base.TF1Saliency`
     for the arguments. ``y`` must be one scalar per example. Only forward
-    passes are run.
+    passes are run: ``y`` need not be differentiable with respect to ``x``, no
+    op is added to ``graph``, and a finalized graph (a ``MonitoredSession``'s)
+    is fine.
     """
+
+    gradients_needed: tuple[str, ...] = ()
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
