@@ -108,7 +108,8 @@ def compare_end_to_end(model: torch.nn.Module, names: list[str], repeat: int, n_
                 compute = (
                     reference_pic.compute_pic_metric if variant == "reference" else pic.compute_pic_metric
                 )
-                options = {} if variant == "reference" else {"n_jobs": n_jobs}
+                # batch_size=None: all thresholds in one call (opt-in; the default is one image per call)
+                options = {} if variant == "reference" else {"n_jobs": n_jobs, "batch_size": None}
                 start = time.perf_counter()
                 outcome = compute(*arguments, predictor, thresholds, min_pred_value=0.0, **options)
                 seconds = time.perf_counter() - start

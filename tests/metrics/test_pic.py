@@ -321,10 +321,43 @@ def test_batches_give_the_same_result() -> None:
     # The original and the fully blurred image alone, then the thresholds in batches of 3.
     assert calls == [1, 1, 3, 3, 2]
     calls.clear()
-    inline = run_pic(pred_func=counting, n_jobs=1)
+    inline = run_pic(pred_func=counting, batch_size=None, n_jobs=1)
     assert calls == [1, 1, len(THRESHOLDS)]
+    calls.clear()
+    default = run_pic(pred_func=counting)
+    assert calls == [1] * (len(THRESHOLDS) + 2)  # the reference's one image per call
     np.testing.assert_array_equal(threaded.curve_y, inline.curve_y)
-    assert threaded.auc == inline.auc
+    np.testing.assert_array_equal(default.curve_y, inline.curve_y)
+    assert threaded.auc == inline.auc == default.auc
+
+
+def test_a_pred_func_written_for_the_reference_works_with_the_defaults(reference_with_trapz) -> None:
+    # Written like code for saliency 0.2.1, whose pred_func always gets image[np.newaxis, ...]:
+    # it looks at images[0] only, and returns a list of one score.
+    seen: list[np.ndarray] = []
+
+    def one_image_per_call(images):
+        assert isinstance(images, np.ndarray) and images.shape == (1, SIZE, SIZE, 3)
+        assert images.dtype == np.uint8
+        seen.append(images.copy())
+        return [centre_detail(images[0][np.newaxis])[0]]
+
+    image = photo("coffee")
+    arguments = (image, smooth_saliency(seed=2), pic.generate_random_mask(SIZE, SIZE, seed=2))
+    thresholds = list(pic.DEFAULT_SALIENCY_THRESHOLDS)
+    result = pic.compute_pic_metric(*arguments, one_image_per_call, thresholds, min_pred_value=0.0)
+    ours = seen.copy()
+    seen.clear()
+    expected = reference_with_trapz.compute_pic_metric(
+        *arguments, one_image_per_call, thresholds, min_pred_value=0.0
+    )
+    # The same images, one per call, in the same order as the reference sends them.
+    assert len(ours) == len(seen) == len(thresholds) + 2
+    for our_batch, their_batch in zip(ours, seen, strict=True):
+        assert np.array_equal(our_batch, their_batch)
+    np.testing.assert_array_equal(result.curve_y, expected.curve_y)
+    assert result.auc == pytest.approx(expected.auc, abs=1e-12)
+    assert list(result.predictions) == list(expected.predictions)
 
 
 def test_low_prediction_is_skipped_after_one_model_call() -> None:

@@ -80,3 +80,24 @@ def test_negative_class_index_is_refused_at_once() -> None:
         pic.make_sic_pred_func(detail_probabilities, -1)
     with pytest.raises(TypeError, match="class_index"):
         pic.make_aic_pred_func(detail_probabilities, 1.5)
+
+
+def test_sic_and_aic_batch_by_default_and_take_batch_size() -> None:
+    # New names: predict_probabilities takes batches, so every threshold goes in one call; an
+    # explicit batch_size bounds the calls (compute_pic_metric alone keeps the reference's 1).
+    calls: list[int] = []
+
+    def counting(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return detail_probabilities(images)
+
+    arguments = (photo("chelsea"), smooth_saliency(), pic.generate_random_mask(SIZE, SIZE, seed=0))
+    n_thresholds = len(pic.DEFAULT_SALIENCY_THRESHOLDS)
+    for compute in (pic.compute_sic, pic.compute_aic):
+        calls.clear()
+        batched = compute(*arguments, counting, 1, num_data_points=100)
+        assert calls == [1, 1, n_thresholds]
+        calls.clear()
+        one_by_one = compute(*arguments, counting, 1, num_data_points=100, batch_size=1)
+        assert calls == [1] * (n_thresholds + 2)
+        np.testing.assert_allclose(one_by_one.curve_y, batched.curve_y, rtol=0, atol=1e-12)

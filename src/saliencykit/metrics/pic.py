@@ -22,8 +22,9 @@ Usage (one saliency method over a data set):
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
 about twice as fast: each blurred image is triangulated once for all of its
 channels instead of once per channel, the blurred images and their WebP sizes
-are computed in threads (the WebP encoder releases the GIL), and the model sees
-the images in batches.
+are computed in threads (the WebP encoder releases the GIL), as many at once as
+memory allows, and the model can see the images in batches (``batch_size``;
+the default, like the reference, is one image per ``pred_func`` call).
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 from scipy import interpolate
+from scipy.spatial import QhullError
 
 from ..core.base import check_int, check_number
-from ._parallel import default_n_jobs, run_jobs
+from ._parallel import default_memory_limit, default_n_jobs, plan_n_jobs, run_jobs, total_memory
 
 __all__ = [
     "DEFAULT_SALIENCY_THRESHOLDS",
     "AggregateMetricResult",
     "ComputePicMetricError",
+    "PicInterpolationError",
+    "PicMemoryError",
     "PicMetricResult",
     "aggregate_individual_pic_results",
     "compute_pic_metric",
@@ -65,6 +69,21 @@ _INTERPOLATORS = {
 
 PredFunc = Callable[[np.ndarray], Sequence[float]]
 
+#: The largest width and height that lossless WebP (the entropy estimate) can encode.
+_WEBP_MAX_SIDE = 16383
+
+# The peak memory of one blur (create_blurred_image, then the WebP size of its result), measured
+# as the growth of ru_maxrss over one call in a fresh process, on 256^2, 512^2 and 1024^2 RGB
+# images keeping 1% to 95% of their pixels (random or a blob plus 1% random): the Delaunay
+# triangulation of the kept pixels (Qhull's facets, SciPy's simplices, neighbours and barycentric
+# transforms) takes 1.5-1.9 kB per kept pixel, linear in their number (1024^2 with 789k kept:
+# 1.40 GiB); the coordinates, the interpolated values and the WebP encoder (45 B per pixel) up to
+# 75 B per pixel; channels barely matter. The estimate rounds both up. A 2048 x 2048 image with 76%
+# of its pixels kept (the reference notebook's largest threshold) needs about 6.7 GB.
+_BLUR_BYTES_PER_KEPT_PIXEL = 2000
+_BLUR_BYTES_PER_PIXEL = 64
+_BLUR_BYTES_PER_PIXEL_AND_CHANNEL = 8
+
 
 class ComputePicMetricError(Exception):
     """The PIC metric cannot be computed on this image: skip it.
@@ -72,6 +91,24 @@ class ComputePicMetricError(Exception):
     Raised by :func:`compute_pic_metric` when the model's prediction on the
     original image is below ``min_pred_value``, or when the fully blurred image
     is not lower than the original in entropy or in prediction.
+    """
+
+
+class PicMemoryError(MemoryError):
+    """A blurred image of the PIC metric needs more memory than there is.
+
+    Raised by :func:`create_blurred_image` when it runs out of memory, and by
+    :func:`compute_pic_metric` before any work when one blur is estimated to need
+    more memory than the machine has. The message gives the image size and what
+    to do (a smaller image, or fewer threads).
+    """
+
+
+class PicInterpolationError(ValueError, QhullError):
+    """Qhull failed to triangulate the kept pixels of a blurred image (:func:`create_blurred_image`).
+
+    A ``ValueError`` and SciPy's ``QhullError`` (what the reference let through);
+    the message gives the image size, Qhull's own message and what to do.
     """
 
 
@@ -206,12 +243,55 @@ def create_blurred_image(full_img: np.ndarray, pixel_mask: np.ndarray, method: s
     Raises:
       TypeError, ValueError: for a non-numeric image, wrong shapes, a mask with
         values other than 0/1, or an unknown ``method``.
+      PicMemoryError: out of memory (the triangulation takes about 2 kB per kept
+        pixel: 6.7 GB for a 2048 x 2048 image with 76% of its pixels kept).
+      PicInterpolationError: Qhull failed to triangulate the kept pixels.
     """
     full_img = _check_image("full_img", full_img)
     pixel_mask = _check_pixel_mask("pixel_mask", pixel_mask, full_img.shape)
     if method not in _INTERPOLATORS:
         raise ValueError(f"method must be one of {sorted(_INTERPOLATORS)}, got {method!r}")
+    height, width = pixel_mask.shape
+    size = f"{height}x{width}" + (f"x{full_img.shape[2]}" if full_img.ndim == 3 else "")
+    try:
+        return _blur(full_img, pixel_mask, method)
+    except MemoryError as error:
+        if isinstance(error, PicMemoryError):
+            raise
+        kept = int(pixel_mask.sum())
+        estimate = _blur_memory_estimate(height, width, full_img.shape[2] if full_img.ndim == 3 else 1, kept)
+        raise PicMemoryError(
+            f"out of memory blurring a {size} image that keeps {kept} of its pixels (PIC needs about "
+            f"{_gib(estimate)} for it): use a smaller image (memory grows with the number of pixels), "
+            "fewer threads (n_jobs, memory_limit of compute_pic_metric) or free some memory"
+        ) from error
+    except QhullError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = (
+            "use a smaller image, fewer threads (n_jobs, memory_limit of compute_pic_metric) or free memory"
+            if "memory" in str(error).lower()
+            else "check pixel_mask and the image size"
+        )
+        raise PicInterpolationError(
+            f"Qhull could not triangulate the {int(pixel_mask.sum())} kept pixels of a {size} image"
+            f" ({first_line}): {hint}"
+        ) from error
 
+
+def _gib(n_bytes: float) -> str:
+    """A memory size for a message: GiB from 1 GiB up, MiB below."""
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def _blur_memory_estimate(height: int, width: int, channels: int, n_kept: int) -> int:
+    """The estimated peak memory in bytes of one blur and its WebP size (see _BLUR_BYTES_PER_KEPT_PIXEL)."""
+    n_pixels = height * width
+    per_pixel = _BLUR_BYTES_PER_PIXEL + _BLUR_BYTES_PER_PIXEL_AND_CHANNEL * channels
+    return _BLUR_BYTES_PER_KEPT_PIXEL * (n_kept + 4) + per_pixel * n_pixels
+
+
+def _blur(full_img: np.ndarray, pixel_mask: np.ndarray, method: str) -> np.ndarray:
+    """create_blurred_image on checked arguments."""
     height, width = pixel_mask.shape
     pixel_mask = pixel_mask.copy()
     pixel_mask[[0, 0, height - 1, height - 1], [0, width - 1, 0, width - 1]] = True
@@ -256,7 +336,7 @@ def estimate_image_entropy(image: np.ndarray) -> int:
 
     Raises:
       TypeError: if the image is not ``uint8``.
-      ValueError: for any other shape.
+      ValueError: for any other shape, or a side longer than WebP's limit of 16383 pixels.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -265,9 +345,18 @@ def estimate_image_entropy(image: np.ndarray) -> int:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
         raise ValueError(f"image must have shape [H, W] or [H, W, 1|3|4], got shape {image.shape}")
+    _check_webp_size("image", image.shape)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="webp", lossless=True, quality=100)
     return buffer.tell()
+
+
+def _check_webp_size(name: str, shape: tuple[int, ...]) -> None:
+    if max(shape[:2]) > _WEBP_MAX_SIDE:
+        raise ValueError(
+            f"{name} must be at most {_WEBP_MAX_SIDE} pixels high and wide (the limit of the WebP encoding"
+            f" that measures PIC's entropy), got {shape[0]}x{shape[1]}; resize it first"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -337,6 +426,19 @@ def _blur_and_measure(img: np.ndarray, pixel_mask: np.ndarray) -> tuple[np.ndarr
     return blurred_image, estimate_image_entropy(blurred_image)
 
 
+def _check_memory(image_shape: tuple[int, ...], estimate: int, n_kept: int) -> None:
+    """Refuses, before any work, a blur that needs more memory than the machine has."""
+    machine = total_memory()
+    if machine is not None and estimate > machine:
+        size = "x".join(str(side) for side in image_shape)
+        raise PicMemoryError(
+            f"img is too large for PIC on this machine: blurring the {size} image at the largest"
+            f" saliency threshold ({n_kept} pixels kept) needs about {_gib(estimate)}, more than its"
+            f" {_gib(machine)} of memory; resize the image (memory grows with the number of pixels)"
+            " or use a smaller largest threshold"
+        )
+
+
 def compute_pic_metric(
     img: np.ndarray,
     saliency_map: np.ndarray,
@@ -347,8 +449,9 @@ def compute_pic_metric(
     keep_monotonous: bool = True,
     num_data_points: int = 1000,
     *,
-    batch_size: int | None = None,
+    batch_size: int | None = 1,
     n_jobs: int | None = None,
+    memory_limit: int | None = None,
 ) -> PicMetricResult:
     """Computes the Performance Information Curve (SIC or AIC) of one image and saliency map.
 
@@ -361,23 +464,36 @@ def compute_pic_metric(
     linearly at ``num_data_points`` evenly spaced x in [0, 1) and x = 1.
 
     The result equals the reference's (``saliency.metrics.compute_pic_metric``)
-    for the same inputs; it is computed about twice as fast: blurred images
-    and their WebP sizes are computed in ``n_jobs`` threads, and the model is
-    called on batches of up to ``batch_size`` images (the original image first,
+    for the same inputs, and by default ``pred_func`` is called exactly as the
+    reference calls it: on one image at a time, ``image[np.newaxis, ...]``
+    (shape ``[1, H, W, C]``), in the same order (the original image, the fully
+    blurred one, then one per threshold). It is computed about twice as fast:
+    blurred images and their WebP sizes are computed in ``n_jobs`` threads, as
+    many at once as ``memory_limit`` allows. Opt in to batches with
+    ``batch_size`` (the original and the fully blurred image are still sent
     alone, so that an image below ``min_pred_value`` costs one prediction and
     nothing else). Predictions of a real model can differ in the last bits
     between batch sizes.
 
+    Everything that can be checked is checked before any work: shapes and
+    dtypes, and the image's size (WebP encodes at most 16383 pixels per side).
+    One blur's memory grows with the number of pixels it keeps (about 2 kB per
+    kept pixel: 6.7 GB for a 2048 x 2048 image at the reference notebook's
+    largest threshold), so fewer blurs run at once on large images.
+
     Args:
       img: the image, ``uint8``, ``[H, W, C]`` (C = 1, 3 or 4) or ``[H, W]``.
       saliency_map: ``[H, W]`` saliency; higher means more important. Reduce
-        channels (and take ``abs`` if wanted) before calling.
+        channels (and take ``abs`` if wanted) before calling. A boolean map is
+        taken as 0/1 (FIX: the reference's ``np.quantile`` raises NumPy's
+        ``TypeError`` on booleans).
       random_mask: ``[H, W]`` boolean mask of pixels always kept
         (:func:`generate_random_mask`).
       pred_func: called with a ``uint8`` batch ``[B, H, W, C]`` (or
         ``[B, H, W]``), returns B numbers: the softmax probability of the class
         for SIC, 1.0 if the class is predicted and 0.0 otherwise for AIC
-        (see :func:`saliencykit.metrics.make_sic_pred_func`).
+        (see :func:`saliencykit.metrics.make_sic_pred_func`). B is 1 unless
+        ``batch_size`` says otherwise.
       saliency_thresholds: fractions of the most salient pixels to reveal,
         strictly increasing in (0, 1), e.g. :data:`DEFAULT_SALIENCY_THRESHOLDS`.
       min_pred_value: images whose prediction is below this are skipped
@@ -385,11 +501,17 @@ def compute_pic_metric(
       keep_monotonous: make the prediction part of the curve non-decreasing
         (the paper's choice).
       num_data_points: the number of curve points before x = 1.0, >= 1.
-      batch_size: the most images per ``pred_func`` call; ``None`` puts all the
-        thresholds' images in one call.
+      batch_size: the most images per ``pred_func`` call, default 1 (the
+        reference's one image per call, for ``pred_func``s written for it);
+        ``None`` puts all the thresholds' images in one call (fastest for a
+        model that takes batches).
       n_jobs: threads computing blurred images and WebP sizes; ``None`` uses
         every core available, 1 computes them in the calling thread. The
-        result is the same.
+        result is the same. Fewer run at once when memory is short.
+      memory_limit: the most memory in bytes that the blurs running at once
+        may take, by estimate (``n_jobs`` is reduced to fit it; one blur always
+        runs, even if it alone exceeds it). ``None``: half the memory available
+        when called (2 GiB where it cannot be read).
 
     Returns:
       A :class:`PicMetricResult`.
@@ -398,9 +520,14 @@ def compute_pic_metric(
       ComputePicMetricError: the prediction on ``img`` is below
         ``min_pred_value``, or the fully blurred image is not lower than
         ``img`` in entropy or in prediction. Skip the image.
-      TypeError, ValueError: for an ``img`` that is not ``uint8``, shapes that
-        do not match, NaN in ``saliency_map``, thresholds out of order or range,
-        or a ``pred_func`` that does not return one finite number per image.
+      TypeError, ValueError: for an ``img`` that is not ``uint8`` or is wider
+        or higher than 16383 pixels, shapes that do not match, NaN in
+        ``saliency_map``, thresholds out of order or range, or a ``pred_func``
+        that does not return one finite number per image.
+      PicMemoryError: before any work, when one blur is estimated to need more
+        memory than the machine has (RAM and swap, or the container's limit),
+        or when memory runs out.
+      PicInterpolationError: Qhull failed to triangulate a blurred image.
     """
     img = np.asarray(img)
     if img.dtype != np.uint8:
@@ -410,6 +537,7 @@ def compute_pic_metric(
     img = _check_image("img", img)
     if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
         raise ValueError(f"img must have 1, 3 or 4 channels, got shape {img.shape}")
+    _check_webp_size("img", img.shape)
     saliency_map = np.asarray(saliency_map)
     if saliency_map.shape != img.shape[:2]:
         raise ValueError(
@@ -418,6 +546,8 @@ def compute_pic_metric(
         )
     if saliency_map.dtype.kind not in "biuf":
         raise TypeError(f"saliency_map must be a real numeric array, got dtype {saliency_map.dtype}")
+    if saliency_map.dtype == bool:
+        saliency_map = saliency_map.astype(np.float64)
     if not np.isfinite(saliency_map).all():
         raise ValueError("saliency_map must be finite, but it holds NaN or inf values")
     random_mask = _check_pixel_mask("random_mask", random_mask, img.shape)
@@ -428,6 +558,15 @@ def compute_pic_metric(
     num_data_points = check_int("num_data_points", num_data_points)
     batch_size = len(thresholds) if batch_size is None else check_int("batch_size", batch_size)
     n_jobs = default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs)
+    memory_limit = default_memory_limit() if memory_limit is None else check_int("memory_limit", memory_limit)
+
+    # All quantiles at once: the same values as one np.quantile call per threshold.
+    quantiles = np.quantile(saliency_map, 1 - thresholds)
+    pixel_masks = [(saliency_map >= quantile) | random_mask for quantile in quantiles]
+    height, width = img.shape[:2]
+    channels = img.shape[2] if img.ndim == 3 else 1
+    memory = [_blur_memory_estimate(height, width, channels, int(mask.sum())) for mask in pixel_masks]
+    _check_memory(img.shape, max(memory), int(pixel_masks[-1].sum()))
 
     original_pred = _predict(pred_func, img[np.newaxis])[0]
     if original_pred < min_pred_value:
@@ -437,14 +576,15 @@ def compute_pic_metric(
             f" {min_pred_value}, the image prediction = {original_pred}."
         )
 
-    # All quantiles at once: the same values as one np.quantile call per threshold.
-    quantiles = np.quantile(saliency_map, 1 - thresholds)
-    pixel_masks = [(saliency_map >= quantile) | random_mask for quantile in quantiles]
-
     # The model is never called while the threads run: a framework's own threads
     # (PyTorch's OpenMP pool) slow down many times when they compete for the cores.
+    first_memory = [
+        _blur_memory_estimate(height, width, channels, 0),  # the WebP size alone
+        _blur_memory_estimate(height, width, channels, int(random_mask.sum())),
+    ]
     (original_entropy, (fully_blurred_image, fully_blurred_entropy)) = run_jobs(
-        [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))], n_jobs
+        [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))],
+        plan_n_jobs(first_memory, n_jobs, memory_limit),
     )
     fully_blurred_pred = _predict(pred_func, fully_blurred_image[np.newaxis])[0]
     if fully_blurred_entropy >= original_entropy:
@@ -461,7 +601,8 @@ def compute_pic_metric(
         )
     # The largest masks take longest to triangulate: start them first.
     jobs = [(_blur_and_measure, (img, pixel_mask)) for pixel_mask in reversed(pixel_masks)]
-    blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_jobs)), strict=True)
+    n_threads = plan_n_jobs(memory, n_jobs, memory_limit)
+    blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_threads)), strict=True)
     predictions = _predict_in_batches(pred_func, blurred_images, batch_size)
 
     normalized_entropy = np.clip(

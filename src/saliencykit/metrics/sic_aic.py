@@ -5,6 +5,11 @@ explained class; the Accuracy Information Curve (AIC) follows whether the class
 is still the top prediction (1.0 or 0.0). Both are :func:`compute_pic_metric`
 with a particular ``pred_func``; these helpers build it from a function that
 returns class probabilities for a batch of ``uint8`` images.
+
+Since that function takes batches, :func:`compute_sic` and :func:`compute_aic`
+(new names, not in the reference) send all the thresholds' images in one call
+by default (``batch_size=None``); :func:`compute_pic_metric` itself keeps the
+reference's one image per call unless told otherwise.
 """
 
 from __future__ import annotations
@@ -106,7 +111,11 @@ def compute_sic(
       saliency_thresholds: defaults to the reference notebook's 13 thresholds.
       min_pred_value: images whose class probability is below this are skipped;
         0.5 (the class is surely the top one) rather than the low-level default 0.8.
-      **kwargs: ``keep_monotonous``, ``num_data_points``, ``batch_size``, ``n_jobs``.
+      **kwargs: ``keep_monotonous``, ``num_data_points``, ``batch_size``, ``n_jobs``,
+        ``memory_limit`` (see :func:`compute_pic_metric`). ``batch_size`` defaults
+        to ``None`` here: ``predict_probabilities`` gets the original image, the
+        fully blurred one, then every threshold's image in one call (pass an
+        int to bound the batches).
 
     Returns:
       A :class:`PicMetricResult`. Aggregate SIC curves with ``method='median'``.
@@ -115,6 +124,7 @@ def compute_sic(
       ComputePicMetricError: the image must be skipped (see :func:`compute_pic_metric`).
     """
     pred_func = make_sic_pred_func(predict_probabilities, class_index)
+    kwargs.setdefault("batch_size", None)
     return compute_pic_metric(
         img,
         saliency_map,
@@ -139,9 +149,11 @@ def compute_aic(
 
     The image is skipped (:class:`ComputePicMetricError`) unless ``class_index``
     is the model's top prediction on it and not on the fully blurred image.
-    Arguments as for :func:`compute_sic`; aggregate AIC curves with
+    Arguments as for :func:`compute_sic` (all the thresholds' images in one
+    call unless ``batch_size`` says otherwise); aggregate AIC curves with
     ``method='mean'``.
     """
     pred_func = make_aic_pred_func(predict_probabilities, class_index)
     kwargs.setdefault("min_pred_value", 0.5)
+    kwargs.setdefault("batch_size", None)
     return compute_pic_metric(img, saliency_map, random_mask, pred_func, saliency_thresholds, **kwargs)
