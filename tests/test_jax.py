@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import gc
 import subprocess
 import sys
+import threading
 import weakref
+from typing import Any
 
 import numpy as np
 import pytest
@@ -399,3 +402,104 @@ def test_models_without_gradients_are_reported(images, model, match) -> None:
         call(images)
     assert raised.match(match)
     assert call(images, expected_keys=[OUTPUTS])[OUTPUTS].shape == (2,)  # the forward alone is fine
+
+
+# --------------------------------------------------------------------------
+# Threads and the caller's array.
+# --------------------------------------------------------------------------
+
+
+def test_concurrent_calls_match_serial_calls(images: np.ndarray) -> None:
+    call = make_call_model_function(
+        conv_net, target=0, params=conv_params(), layer=(conv_features, conv_head)
+    )
+    requests = [(target, keys) for target in (0, 3) for keys in ([GRADIENTS], [OUTPUTS], ALL_KEYS)]
+    serial = [call(images, call_model_args=target, expected_keys=keys) for target, keys in requests]
+    errors: list[BaseException] = []
+    results: list[tuple[int, dict[str, np.ndarray]]] = []
+    barrier = threading.Barrier(4)
+
+    def worker(thread: int) -> None:
+        try:
+            barrier.wait()
+            for index in np.random.default_rng(thread).permutation(len(requests)).tolist() * 3:
+                target, keys = requests[index]
+                results.append((index, call(images, call_model_args=target, expected_keys=keys)))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(thread,)) for thread in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    assert len(results) == 4 * 3 * len(requests)
+    for index, answer in results:
+        assert answer.keys() == serial[index].keys()
+        for key, value in answer.items():
+            np.testing.assert_allclose(value, serial[index][key], rtol=1e-5, atol=1e-7)
+
+
+def test_a_cache_eviction_by_another_thread_does_not_break_a_call(images: np.ndarray, monkeypatch) -> None:
+    """Thread A finds its target's compiled function; thread B evicts it before A marks it used."""
+    monkeypatch.setattr(saliencykit.jax, "OVERRIDE_CACHE_SIZE", 1)
+    found, evicted = threading.Event(), threading.Event()
+
+    class PausingCache(collections.OrderedDict):
+        def get(self, key, default=None):
+            value = super().get(key, default)
+            if value is not None and threading.current_thread().name == "A" and not found.is_set():
+                found.set()
+                evicted.wait(timeout=0.5)  # B evicts now, unless the adapter's lock keeps it out
+            return value
+
+        def popitem(self, last=True):
+            item = super().popitem(last)
+            evicted.set()
+            return item
+
+    call = make_call_model_function(mlp, target=0, params=mlp_params())
+    call._override_cache = PausingCache()
+    first, second = (lambda outputs, index=index: outputs[:, index] for index in (1, 2))
+    expected = {target: call(images, call_model_args=target)[GRADIENTS] for target in (second, first)}
+    evicted.clear()  # ``second`` was evicted just now; only ``first`` is cached
+    results: dict[str, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, target: Any, wait: threading.Event | None) -> None:
+        try:
+            if wait is not None:
+                wait.wait(timeout=5)
+            results[name] = call(images, call_model_args=target)[GRADIENTS]
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=run, args=("A", first, None), name="A"),
+        threading.Thread(target=run, args=("B", second, found), name="B"),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    np.testing.assert_allclose(results["A"], expected[first], rtol=1e-6)
+    np.testing.assert_allclose(results["B"], expected[second], rtol=1e-6)
+
+
+def test_the_callers_batch_is_never_written(images: np.ndarray) -> None:
+    batch = images * 255
+    original = batch.copy()
+    call = make_call_model_function(
+        conv_net,
+        target=1,
+        params=conv_params(),
+        layer=(conv_features, conv_head),
+        preprocess=lambda x: x / 255,
+    )
+    call(batch, expected_keys=ALL_KEYS)
+    call(batch, expected_keys=[OUTPUTS])
+    np.testing.assert_array_equal(batch, original)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -596,3 +597,135 @@ def test_importing_core_does_not_import_tensorflow():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------
+# State, threads and the caller's array.
+# --------------------------------------------------------------------------
+
+
+def build_batch_norm_net(seed: int = 9) -> keras.Model:
+    """Conv2D -> BatchNormalization (non-trivial moving statistics) -> ReLU -> pooling -> dropout -> Dense."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    batch_norm = keras.layers.BatchNormalization(name="bn")
+    hidden = keras.layers.ReLU()(batch_norm(hidden))
+    hidden = keras.layers.Conv2D(5, 3, activation="relu", name="conv2")(hidden)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    hidden = keras.layers.Dropout(0.5)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    rng = np.random.default_rng(seed)
+    batch_norm.moving_mean.assign(rng.uniform(-0.5, 0.5, 4).astype(np.float32))
+    batch_norm.moving_variance.assign(rng.uniform(0.5, 2.0, 4).astype(np.float32))
+    return model
+
+
+def model_state(model: keras.Model) -> tuple[list[np.ndarray], list[bool], list]:
+    """Every variable's value (moving statistics and seed states included), trainable flags, ReLUs."""
+    return (
+        [variable.numpy().copy() for variable in model.variables],
+        [layer.trainable for layer in model._flatten_layers()],
+        relu_state(model),
+    )
+
+
+def assert_same_state(before: tuple, model: keras.Model, skip_seeds: bool = False) -> None:
+    values, trainable, relus = model_state(model)
+    for variable, old, new in zip(model.variables, before[0], values, strict=True):
+        if skip_seeds and "seed_generator" in variable.path:
+            continue
+        np.testing.assert_array_equal(old, new, err_msg=variable.path)
+    assert trainable == before[1]
+    assert relus == before[2]
+
+
+ALL_KEYS = [INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, GUIDED_INPUT_OUTPUT_GRADIENTS, *CONV_KEYS]
+
+
+def test_calls_leave_every_layer_state_unchanged(x_batch):
+    model = build_batch_norm_net()
+    model.get_layer("conv").trainable = False
+    before = model_state(model)
+    call = make_call_model_function(model, 0, layer="conv2")
+    call(x_batch, expected_keys=ALL_KEYS)
+    call(x_batch, expected_keys=[OUTPUT_LAYER_VALUES])
+    assert_same_state(before, model)
+
+
+def test_training_true_calls_restore_the_moving_statistics(x_batch):
+    model = build_batch_norm_net()
+    before = model_state(model)
+    call = make_call_model_function(model, 0, layer="conv2", training=True)
+    call(x_batch, expected_keys=ALL_KEYS)
+    call(x_batch, expected_keys=[OUTPUT_LAYER_VALUES])
+    assert_same_state(before, model, skip_seeds=True)  # dropout's seed moves on: fresh masks
+
+
+def run_in_threads(tasks, repeats: int) -> list[list]:
+    """Runs each task ``repeats`` times in its own thread, all starting together; re-raises errors."""
+    results: list[list] = [[] for _ in tasks]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(tasks))
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(repeats):
+                results[index].append(tasks[index]())
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(tasks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_concurrent_calls_on_one_model_match_serial_calls(x_batch):
+    model = build_batch_norm_net()
+    before = model_state(model)
+    call = make_call_model_function(model, 1, layer="conv2")
+    other_call = make_call_model_function(model, 2)  # a second adapter on the same model
+    tasks = [
+        lambda: call(x_batch)[INPUT_OUTPUT_GRADIENTS],
+        lambda: call(x_batch, expected_keys=[GUIDED_INPUT_OUTPUT_GRADIENTS])[GUIDED_INPUT_OUTPUT_GRADIENTS],
+        lambda: call(x_batch, expected_keys=CONV_KEYS)[CONVOLUTION_OUTPUT_GRADIENTS],
+        lambda: saliency.IntegratedGradients().GetMask(x_batch[0], other_call, x_steps=4, batch_size=4),
+    ]
+    serial = [task() for task in tasks]
+    assert np.abs(serial[0] - serial[1]).max() > 1e-4  # guided maps differ from plain gradients
+    for index, outputs in enumerate(run_in_threads(tasks, repeats=6)):
+        for output in outputs:
+            np.testing.assert_allclose(output, serial[index], rtol=1e-5, atol=1e-6)
+    assert_same_state(before, model)
+
+
+def test_concurrent_inference_and_training_calls_do_not_mix(x_batch):
+    model = build_batch_norm_net()
+    inference = make_call_model_function(model, 0)
+    training = make_call_model_function(model, 0, training=True)
+    expected = inference(x_batch, expected_keys=[OUTPUT_LAYER_VALUES])[OUTPUT_LAYER_VALUES]
+    results = run_in_threads(
+        [
+            lambda: inference(x_batch, expected_keys=[OUTPUT_LAYER_VALUES])[OUTPUT_LAYER_VALUES],
+            lambda: training(x_batch)[INPUT_OUTPUT_GRADIENTS],
+        ],
+        repeats=6,
+    )
+    for output in results[0]:
+        np.testing.assert_allclose(output, expected, rtol=1e-6)
+
+
+def test_the_callers_batch_is_never_written(x_batch):
+    model = build_batch_norm_net()
+    batch = (x_batch * 50 + 100).astype(np.float32)
+    original = batch.copy()
+    call = make_call_model_function(model, 0, layer="conv2", preprocess=lambda x: x / 127.5 - 1)
+    call(batch, expected_keys=ALL_KEYS)
+    call(batch, expected_keys=[OUTPUT_LAYER_VALUES])
+    np.testing.assert_array_equal(batch, original)

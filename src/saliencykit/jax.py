@@ -25,7 +25,9 @@ Each (target, keys) combination is ``jax.jit``-compiled once and cached (a new
 batch shape retraces once, as ``jax.jit`` always does). Targets passed per call
 through ``call_model_args`` are cached too, but only the most recent
 :data:`OVERRIDE_CACHE_SIZE` of them, so a fresh ``lambda`` on every call cannot
-grow memory without bound (it only costs a retrace each time).
+grow memory without bound (it only costs a retrace each time). The functions
+are pure and the caches locked, so several threads may call one adapter (or
+several adapters of one model) at once.
 
 Grad-CAM needs a layer, and functions have no layers: ``layer`` is a pair
 ``(features_fn, head_fn)`` that splits the model, ``apply_fn(x) ==
@@ -46,6 +48,7 @@ only positive gradients where its input was positive) and ask for
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -315,6 +318,8 @@ class _JaxCallModelFunction:
         self._preprocess = preprocess
         self._default_cache: dict[Any, _Compiled] = {}
         self._override_cache: collections.OrderedDict[Any, _Compiled] = collections.OrderedDict()
+        # Guards the caches' bookkeeping (the LRU order, evictions); compiled functions run outside it.
+        self._cache_lock = threading.Lock()
         self._layer_pair_verified = False
 
     # ---- the model, as pure functions of (params, x) ----------------------
@@ -387,26 +392,31 @@ class _JaxCallModelFunction:
     # ---- compiled functions, cached per (target, request) -----------------
 
     def _compiled(self, target: Target, request: _Request | None) -> _Compiled:
-        """The jitted forward (``request`` None) or gradient function for ``target``."""
+        """The jitted forward (``request`` None) or gradient function for ``target``.
+
+        Thread-safe: concurrent calls share one entry per key, and an entry
+        evicted while another thread still runs it stays valid for that run.
+        """
         target_key = _target_key(target)
         if target_key == self._default_key:
             cache, key = self._default_cache, request
         else:
             cache, key = self._override_cache, (target_key, request)
-        entry = cache.get(key)
-        if entry is not None:
-            if cache is self._override_cache:
-                self._override_cache.move_to_end(key)
+        with self._cache_lock:
+            entry = cache.get(key)
+            if entry is not None:
+                if cache is self._override_cache:
+                    self._override_cache.move_to_end(key)
+                return entry
+            if request is None:
+                function = jax.jit(lambda params, x: self._forward(params, x, target))
+            else:
+                function = jax.jit(lambda params, x: self._differentiate(params, x, target, request, None))
+            entry = _Compiled(function, {})
+            cache[key] = entry
+            if cache is self._override_cache and len(cache) > OVERRIDE_CACHE_SIZE:
+                cache.popitem(last=False)
             return entry
-        if request is None:
-            function = jax.jit(lambda params, x: self._forward(params, x, target))
-        else:
-            function = jax.jit(lambda params, x: self._differentiate(params, x, target, request, None))
-        entry = _Compiled(function, {})
-        cache[key] = entry
-        if cache is self._override_cache and len(cache) > OVERRIDE_CACHE_SIZE:
-            cache.popitem(last=False)
-        return entry
 
     def _structurally_zero(
         self, entry: _Compiled, x: jax.Array, target: Target, request: _Request, names: Sequence[str]

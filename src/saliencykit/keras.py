@@ -15,7 +15,8 @@ eager :class:`tf.GradientTape`, with respect to that converted input, so any
 through. Only the keys asked for are computed: ``OUTPUT_LAYER_VALUES`` alone is
 one forward pass without a tape. The model always runs with ``training=False``
 by default (dropout off, batch-normalisation statistics frozen); its weights and
-``trainable`` flags are never touched, and the tape watches the input only.
+``trainable`` flags are never touched, and the tape watches the input only. The
+caller's NumPy batch is never written to (TensorFlow copies it).
 
 The adapter mirrors :mod:`saliencykit.torch`: the same arguments (less the
 PyTorch-only layout and device ones), the same keys, the same target rules
@@ -23,16 +24,28 @@ PyTorch-only layout and device ones), the same keys, the same target rules
 
 Guided backpropagation (``GUIDED_INPUT_OUTPUT_GRADIENTS``) temporarily replaces
 the ReLU activations of the model's layers during a call (see
-:func:`_guided_relus`, private); the model is restored when the call ends, even on an
-error. That swap is not thread-safe: do not call the same model from another
-thread during a guided call.
+:func:`_guided_relus`, private) by wrappers that are guided only for the guided
+call's own forward pass; the model is restored when the last guided call in
+flight ends, even on an error.
+
+Calls are thread-safe, also several threads on one model (through one or
+several adapters): a plain-gradient call running beside a guided one gets plain
+gradients. With ``training=True`` (dropout on, batch statistics), the
+non-trainable variables a training-mode call updates (batch-normalisation
+moving statistics; not the dropout seed generators) are restored when the last
+such call ends, and calls with ``training=False`` on the same layers wait for
+them (and the other way round), so they never see half-updated statistics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -254,15 +267,22 @@ def _positive_gradient(tensor: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tenso
     return tf.identity(tensor), gradient
 
 
+#: True while this thread (or task) runs a guided call's forward pass.
+_GUIDED_NOW: contextvars.ContextVar[bool] = contextvars.ContextVar("saliencykit_keras_guided", default=False)
+
+
 def _guided(function: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
     """Wraps a ReLU (activation function or bound ``call``) so that its backward pass is guided.
 
+    The wrapper is guided only inside a guided call (:data:`_GUIDED_NOW`): a
+    call on the same model from another thread meanwhile gets the plain ReLU.
     The ReLU's own backward multiplies by ``(input > 0)``; clamping the gradient
     that reaches its output to ``>= 0`` makes that the guided rule.
     """
 
     def guided_function(inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        return _positive_gradient(function(inputs, *args, **kwargs))
+        outputs = function(inputs, *args, **kwargs)
+        return _positive_gradient(outputs) if _GUIDED_NOW.get() else outputs
 
     guided_function.__wrapped__ = function  # type: ignore[attr-defined]
     return guided_function
@@ -279,9 +299,65 @@ def _is_relu_layer(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.layers.ReLU) and float(layer.negative_slope) == 0.0
 
 
+@dataclass
+class _Swap:
+    """One swapped attribute, shared by the guided calls in flight on its layer."""
+
+    layer: keras.layers.Layer
+    attribute: str
+    original: Any
+    users: int = 0
+
+
+#: Guards :data:`_SWAPS` and :data:`_HOLDS`; calls of conflicting ``training`` wait on it.
+_CONDITION = threading.Condition()
+#: (id(layer), attribute) -> its swap, while a guided call is in flight on the layer.
+_SWAPS: dict[tuple[int, str], _Swap] = {}
+
+
+def _install_swaps(model: keras.layers.Layer) -> list[_Swap]:
+    """Installs (or joins) the guided wrappers of every ReLU of ``model``; lock held."""
+    joined: list[_Swap] = []
+    for layer in _all_layers(model):
+        for attribute in ("activation", "call"):
+            swap = _SWAPS.get((id(layer), attribute))
+            if swap is not None:
+                swap.users += 1
+                joined.append(swap)
+                break
+        else:
+            if _is_relu_activation(layer):
+                attribute, original = "activation", layer.activation
+            elif _is_relu_layer(layer):
+                attribute, original = "call", vars(layer).get("call", _MISSING)
+            else:
+                continue
+            swap = _Swap(layer, attribute, original, users=1)
+            try:
+                setattr(layer, attribute, _guided(getattr(layer, attribute)))  # bound method for "call"
+            except BaseException:
+                _remove_swaps(joined)
+                raise
+            _SWAPS[(id(layer), attribute)] = swap
+            joined.append(swap)
+    return joined
+
+
+def _remove_swaps(swaps: list[_Swap]) -> None:
+    """Leaves the swaps; the last call out restores the original attribute. Lock held."""
+    for swap in reversed(swaps):
+        swap.users -= 1
+        if swap.users == 0:
+            if swap.original is _MISSING:
+                delattr(swap.layer, swap.attribute)
+            else:
+                setattr(swap.layer, swap.attribute, swap.original)
+            del _SWAPS[(id(swap.layer), swap.attribute)]
+
+
 @contextlib.contextmanager
 def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
-    """Makes every ReLU of ``model`` guided for the duration of the ``with`` block.
+    """Makes every ReLU of ``model`` guided for this thread's calls during the ``with`` block.
 
     Guided: the ReLU's backward pass lets through only positive gradients, and
     only where its forward input was positive (Springenberg et al. 2014). The
@@ -289,9 +365,12 @@ def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
     :data:`RELU_FUNCTIONS` (``Dense``/``Conv*`` with ``activation="relu"``,
     ``Activation("relu")``, relu6 too), whose activation is swapped, and the
     ``keras.layers.ReLU`` layers with ``negative_slope=0``, whose ``call`` is
-    swapped. Every swapped attribute is restored on exit, also when the block
-    raises. A relu applied as a bare function inside a subclassed ``call``
-    cannot be reached and keeps its ordinary gradient.
+    swapped. The swapped-in wrappers act only in the thread (or task) that
+    runs the block; calls from other threads meanwhile get the plain ReLU.
+    Concurrent blocks share the swaps, and the last one out restores every
+    attribute, also when a block raises. A relu applied as a bare function
+    inside a subclassed ``call`` cannot be reached and keeps its ordinary
+    gradient.
 
     Args:
       model: a Keras layer or model; changed only inside the block.
@@ -302,31 +381,93 @@ def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
     Raises:
       ValueError: the model has no ReLU that can be swapped.
     """
-    swaps: list[tuple[keras.layers.Layer, str, Any]] = []
-    for layer in _all_layers(model):
-        if _is_relu_activation(layer):
-            swaps.append((layer, "activation", layer.activation))
-        elif _is_relu_layer(layer):
-            swaps.append((layer, "call", vars(layer).get("call", _MISSING)))
-    if not swaps:
-        raise ValueError(
-            "guided backpropagation needs ReLU activations (layers with activation='relu' or relu6, "
-            "keras.layers.Activation('relu'), keras.layers.ReLU); this model has none "
-            "(a relu called as a function inside a subclassed call() cannot be swapped)"
-        )
-    done: list[tuple[keras.layers.Layer, str, Any]] = []
+    with _CONDITION:
+        swaps = _install_swaps(model)
+        if not swaps:
+            raise ValueError(
+                "guided backpropagation needs ReLU activations (layers with activation='relu' or "
+                "relu6, keras.layers.Activation('relu'), keras.layers.ReLU); this model has none "
+                "(a relu called as a function inside a subclassed call() cannot be swapped)"
+            )
+    reset = _GUIDED_NOW.set(True)
     try:
-        for layer, attribute, original in swaps:
-            current = getattr(layer, attribute)  # the bound method for "call"
-            setattr(layer, attribute, _guided(current))
-            done.append((layer, attribute, original))
         yield len(swaps)
     finally:
-        for layer, attribute, original in reversed(done):
-            if original is _MISSING:
-                delattr(layer, attribute)
-            else:
-                setattr(layer, attribute, original)
+        _GUIDED_NOW.reset(reset)
+        with _CONDITION:
+            _remove_swaps(swaps)
+
+
+# --------------------------------------------------------------------------
+# training=True calls: the variables they update are restored.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Hold:
+    """The calls in flight on one layer, and the variables to restore after the training ones."""
+
+    training_users: int = 0
+    inference_users: int = 0
+    saved: list[tuple[Any, np.ndarray]] = field(default_factory=list)
+
+
+#: Layer -> its hold, while a call is in flight on it.
+_HOLDS: weakref.WeakKeyDictionary[keras.layers.Layer, _Hold] = weakref.WeakKeyDictionary()
+#: Set inside an adapter call in this thread: a nested call does not wait for itself.
+_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("saliencykit_keras_in_call", default=False)
+
+
+def _restorable_variables(layer: keras.layers.Layer) -> list[Any]:
+    """The layer's own non-trainable variables, less the states of its random seed generators."""
+    seeds = {
+        id(value.state) for value in vars(layer).values() if isinstance(value, keras.random.SeedGenerator)
+    }
+    own = getattr(layer, "_non_trainable_variables", None)
+    variables = list(own) if own is not None else []
+    return [variable for variable in variables if id(variable) not in seeds]
+
+
+@contextlib.contextmanager
+def _holding(model: keras.layers.Layer, training: bool) -> Iterator[None]:
+    """Registers a call with ``training`` on every layer of ``model`` for the block.
+
+    Calls with ``training=True`` and ``training=False`` on a shared layer wait
+    for each other; the first ``training=True`` call on a layer saves its
+    non-trainable variables (:func:`_restorable_variables`) and the last one
+    restores them.
+    """
+    layers = [model, *_all_layers(model)]
+    counter = "training_users" if training else "inference_users"
+    other = "inference_users" if training else "training_users"
+    with _CONDITION:
+        if not _IN_CALL.get():
+            _CONDITION.wait_for(lambda: all(getattr(_HOLDS.get(lay, _Hold()), other) == 0 for lay in layers))
+        for layer in layers:
+            hold = _HOLDS.get(layer)
+            if hold is None:
+                hold = _HOLDS[layer] = _Hold()
+            if training and hold.training_users == 0:
+                hold.saved = [(v, np.array(v.numpy(), copy=True)) for v in _restorable_variables(layer)]
+            setattr(hold, counter, getattr(hold, counter) + 1)
+    reset = _IN_CALL.set(True)
+    try:
+        yield
+    finally:
+        _IN_CALL.reset(reset)
+        with _CONDITION:
+            for layer in layers:
+                hold = _HOLDS.get(layer)
+                if hold is None:
+                    continue
+                setattr(hold, counter, getattr(hold, counter) - 1)
+                if training and hold.training_users == 0:
+                    for variable, value in hold.saved:
+                        variable.assign(value)
+                    hold.saved = []
+                if hold.training_users == 0 and hold.inference_users == 0:
+                    del _HOLDS[layer]
+            _CONDITION.notify_all()
 
 
 # --------------------------------------------------------------------------
@@ -365,9 +506,13 @@ def make_call_model_function(
         ``lambda x: x / 127.5 - 1``), inside the tape: gradients are with
         respect to the raw NumPy batch.
       training: the ``training`` argument of every model call; the default
-        ``False`` runs dropout and batch normalisation in inference mode.
+        ``False`` runs dropout and batch normalisation in inference mode, and
+        changes no variable. ``True`` (e.g. Monte-Carlo dropout) updates the
+        batch-normalisation moving statistics during a call; they are restored
+        when the last such call in flight ends (see the module docstring).
 
     Returns:
+      A thread-safe
       ``call_model_function(x_value_batch, call_model_args=None, expected_keys=None)``
       taking a NumPy batch ``[N, ...]`` (channel-last, no axis moved; cast to
       the model's input dtype) and answering, as NumPy arrays,
@@ -458,14 +603,16 @@ def make_call_model_function(
         keys = checked_keys(expected_keys)
         chosen = target_from_call_model_args(call_model_args, target)
         answer: dict[str, np.ndarray] = {}
-        if any(key in GRADIENT_KEYS for key in keys):
-            answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))
-        elif OUTPUT_LAYER_VALUES in keys:
-            inputs = to_tensor(x_value_batch)
-            model_input = preprocess(inputs) if preprocess is not None else inputs
-            answer[OUTPUT_LAYER_VALUES] = select_target(model(model_input, training=training), chosen).numpy()
-        if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
-            answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=True))
+        with _holding(model, bool(training)):
+            if any(key in GRADIENT_KEYS for key in keys):
+                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))
+            elif OUTPUT_LAYER_VALUES in keys:
+                inputs = to_tensor(x_value_batch)
+                model_input = preprocess(inputs) if preprocess is not None else inputs
+                outputs = model(model_input, training=training)
+                answer[OUTPUT_LAYER_VALUES] = select_target(outputs, chosen).numpy()
+            if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
+                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=True))
         return answer
 
     return call_model_function

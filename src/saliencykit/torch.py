@@ -1,24 +1,56 @@
 """PyTorch adapter: a ready ``call_model_function`` from an ``nn.Module``.
 
 >>> import saliencykit.core as saliency
->>> from saliencykit.torch import make_call_model_function
+>>> from saliencykit.torch import make_call_model_function, normalize
 >>> call = make_call_model_function(model, target=285, layer="_conv_head",
-...                                 preprocess=normalize)
+...                                 preprocess=normalize(mean, std, scale=1 / 255))
 >>> mask = saliency.IntegratedGradients().GetMask(image, call, x_steps=25, batch_size=25)
 
 The adapter takes H x W x C (channel-last) NumPy batches, the convention of
 every method in :mod:`saliencykit.core`, and hands the model an N x C x H x W
 view of them with channels-last memory (no copy, and the faster layout for
-convolutions on CPU). Gradients are taken with respect to that NumPy input, so
-any ``preprocess`` (scaling from [0, 255], normalisation) is differentiated
-through. Only the keys asked for are computed: ``OUTPUT_LAYER_VALUES`` alone
-runs the model under ``torch.inference_mode`` with no backward pass.
+convolutions on CPU). A model that cannot take such a view (one that flattens
+with ``x.view(x.size(0), -1)`` after a convolution) is detected on its first
+failing call, which is retried once with contiguous input; that model then
+always gets contiguous input. Gradients are taken with respect to the NumPy
+input, so any ``preprocess`` (scaling from [0, 255], normalisation) is
+differentiated through. Only the keys asked for are computed:
+``OUTPUT_LAYER_VALUES`` alone runs the model under ``torch.inference_mode``
+with no backward pass.
+
+The model is left as it was found: its parameters, their ``.grad``, every
+submodule's ``training`` flag (saved one by one and restored exactly, so a
+frozen BatchNorm inside a model in train mode stays frozen), and, with
+``eval_mode=False``, its buffers (batch-norm running statistics). The caller's
+NumPy batch is never written to, even by a ``preprocess`` (or a model) that
+works in place on its input.
+
+Calls are thread-safe, also several threads calling one model through one or
+several adapters: the guided-ReLU and Grad-CAM hooks act only on the forward
+pass of the call that installed them, and the switch to eval mode is
+reference-counted per submodule (the first call in switches, the last call out
+restores), so concurrent calls run in parallel. Calls with ``eval_mode=True``
+and calls with ``eval_mode=False`` on one model wait for each other.
+
+Devices and precision: the batch is moved to ``device`` (default: the device
+of the model's first parameter); the model is never moved. Tensors a
+``preprocess`` uses must be on that device too: :func:`normalize` builds a
+normalisation whose constants follow the input. Half-precision models
+(``float16``/``bfloat16`` parameters) are differentiated with a ``float32``
+input (cast to the model's dtype after ``preprocess``), a ``float32`` target
+sum and, for ``float16``, a gradient scale lowered when the backward pass
+overflows; every answer is ``float32``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,11 +73,28 @@ from .core.base import (
     CallModelFunction,
 )
 
-__all__ = ["make_call_model_function", "select_target"]
+__all__ = ["DeviceMismatchError", "make_call_model_function", "normalize", "select_target"]
 
 Target = int | Callable[[torch.Tensor], torch.Tensor]
 #: Activations whose backward pass guided backpropagation changes.
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
+#: Parameter dtypes computed with a float32 input and float32 answers.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+#: Gradient scales tried, in order, when a float16 model's backward pass overflows.
+FLOAT16_GRADIENT_SCALES = (1.0, 2.0**-8, 2.0**-16)
+
+#: torch's message when ``.view`` meets a tensor whose strides do not allow it.
+_VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
+#: torch's messages for tensors of one operation on different devices.
+_DEVICE_ERROR = re.compile(r"same device|expected device|\btorch\.(?:cuda|mps|xpu)\.\w*Tensor")
+
+
+class DeviceMismatchError(ValueError, RuntimeError):
+    """The model, its input or a ``preprocess`` constant are on different devices.
+
+    A ``ValueError`` (the adapter's convention) and a ``RuntimeError`` (what
+    torch raises for this), so either ``except`` catches it.
+    """
 
 
 def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
@@ -69,9 +118,75 @@ def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
     return outputs[:, target]
 
 
+def normalize(
+    mean: Sequence[float] | np.ndarray | torch.Tensor,
+    std: Sequence[float] | np.ndarray | torch.Tensor,
+    *,
+    scale: float = 1.0,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``preprocess`` computing ``(x * scale - mean) / std`` per channel, on any device.
+
+    ``mean`` and ``std`` (one value per channel, or scalars) are moved to the
+    input's device and dtype on first use there (and cached), so the same
+    ``preprocess`` serves a model on the CPU, a GPU or in half precision,
+    unlike a closure over ``torch.tensor([...])`` constants created on the
+    CPU. The channel axis is axis 1, the model's layout (N x C x ...).
+
+    Args:
+      mean: per-channel means (after ``scale``).
+      std: per-channel standard deviations (after ``scale``); all non-zero.
+      scale: multiplies the input first, e.g. ``1 / 255`` for ``uint8`` images.
+
+    Returns:
+      The ``preprocess`` callable; differentiable, never in place.
+
+    Raises:
+      ValueError: ``mean`` or ``std`` that is not a scalar or a 1-D sequence,
+        ``std`` with a zero, or non-finite values.
+    """
+    mean_array = np.asarray(torch.as_tensor(mean).detach().cpu() if torch.is_tensor(mean) else mean, float)
+    std_array = np.asarray(torch.as_tensor(std).detach().cpu() if torch.is_tensor(std) else std, float)
+    for name, values in (("mean", mean_array), ("std", std_array)):
+        if values.ndim > 1:
+            raise ValueError(f"{name} must be a scalar or one value per channel, got shape {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} must be finite, got {values.tolist()}")
+    if (std_array == 0).any():
+        raise ValueError(f"std must be non-zero, got {std_array.tolist()}")
+    if not np.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+    lock = threading.Lock()
+
+    def constants(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        key = (x.device, dtype)
+        with lock:
+            if key not in cache:
+                cache[key] = tuple(  # type: ignore[assignment]
+                    torch.as_tensor(values, dtype=dtype, device=x.device)
+                    for values in (mean_array, std_array)
+                )
+            return cache[key]
+
+    def preprocess(x: torch.Tensor) -> torch.Tensor:
+        mean_t, std_t = constants(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2) if mean_t.ndim and x.ndim >= 2 else ()
+        if shape:
+            mean_t, std_t = mean_t.reshape(shape), std_t.reshape(shape)
+        return (x * scale - mean_t) / std_t
+
+    return preprocess
+
+
 def _channels_first(tensor: torch.Tensor) -> torch.Tensor:
     """N x ... x C -> N x C x ... as a view (rank >= 3); unchanged otherwise."""
     return tensor.movedim(-1, 1) if tensor.ndim >= 3 else tensor
+
+
+def _channels_first_is_contiguous(array: np.ndarray) -> bool:
+    """Whether the N x C x ... view of the N x ... x C ``array`` is contiguous already."""
+    return (np.moveaxis(array, -1, 1) if array.ndim >= 3 else array).flags.c_contiguous
 
 
 def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
@@ -106,20 +221,144 @@ class _GuidedGradient(torch.autograd.Function):
         return grad_output.clamp(min=0)
 
 
+# --------------------------------------------------------------------------
+# Shared state of the models being called: modes, buffers, the current call.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Hold:
+    """The adapter calls in flight that hold one module, and what to restore when the last ends."""
+
+    eval_users: int = 0
+    as_is_users: int = 0
+    saved_training: bool = False
+    saved_buffers: list[tuple[str, torch.Tensor, torch.Tensor]] | None = None
+
+
+#: Guards :data:`_HOLDS`; calls of conflicting modes wait on it.
+_CONDITION = threading.Condition()
+#: Module -> its hold, while an adapter call is in flight on it.
+_HOLDS: weakref.WeakKeyDictionary[nn.Module, _Hold] = weakref.WeakKeyDictionary()
+#: The token of the adapter call running in this thread (or task), if any.
+_CURRENT_CALL: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "saliencykit_torch_call", default=None
+)
+#: Models whose forward pass needs contiguous (not channels-last) input.
+_NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _calls_in_flight(module: nn.Module) -> int:
+    hold = _HOLDS.get(module)
+    return 0 if hold is None else hold.eval_users + hold.as_is_users
+
+
+def _save_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    with torch.inference_mode(False), torch.no_grad():
+        return [
+            (name, buffer, buffer.detach().clone())
+            for name, buffer in module._buffers.items()
+            if buffer is not None
+        ]
+
+
+def _restore_buffers(module: nn.Module, saved: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
+    with torch.inference_mode(False), torch.no_grad():
+        for name, original, values in saved:
+            if original.is_inference():  # cannot be written outside inference mode: put the copy back
+                module._buffers[name] = values
+            else:
+                original.copy_(values)
+                module._buffers[name] = original
+
+
 @contextlib.contextmanager
-def _guided_relus(model: nn.Module) -> Iterator[None]:
-    """Makes every ReLU/ReLU6 module of ``model`` guided for the duration; hooks removed on exit."""
+def _model_mode(model: nn.Module, eval_mode: bool) -> Iterator[None]:
+    """Runs the block with ``model`` in eval mode (``eval_mode``) or as it is, restoring it afterwards.
+
+    Every submodule's ``training`` flag is saved when the first call that
+    holds it begins and restored exactly, module by module, when the last one
+    ends; with ``eval_mode=False`` its buffers are restored too. A call of the
+    other kind on an overlapping module waits (unless this thread is already
+    inside an adapter call, which would wait for itself).
+    """
+    modules = list(model.modules())
+    counter = "eval_users" if eval_mode else "as_is_users"
+    other = "as_is_users" if eval_mode else "eval_users"
+    with _CONDITION:
+        if _CURRENT_CALL.get() is None:
+            _CONDITION.wait_for(lambda: all(getattr(_HOLDS.get(m, _Hold()), other) == 0 for m in modules))
+        for module in modules:
+            hold = _HOLDS.get(module)
+            if hold is None:
+                hold = _HOLDS[module] = _Hold()
+            if getattr(hold, counter) == 0:
+                if eval_mode:
+                    hold.saved_training = module.training
+                else:
+                    hold.saved_buffers = _save_buffers(module)
+            setattr(hold, counter, getattr(hold, counter) + 1)
+        if eval_mode and any(module.training for module in modules):
+            try:
+                model.eval()
+            except BaseException:
+                _release(modules, counter, eval_mode)
+                raise
+    try:
+        yield
+    finally:
+        with _CONDITION:
+            _release(modules, counter, eval_mode)
+
+
+def _release(modules: list[nn.Module], counter: str, eval_mode: bool) -> None:
+    """Ends one call's hold on ``modules``, restoring those it was the last on (lock held)."""
+    for module in modules:
+        hold = _HOLDS.get(module)
+        if hold is None:
+            continue
+        setattr(hold, counter, getattr(hold, counter) - 1)
+        if getattr(hold, counter) == 0:
+            if eval_mode:
+                module.training = hold.saved_training
+            elif hold.saved_buffers is not None:
+                _restore_buffers(module, hold.saved_buffers)
+                hold.saved_buffers = None
+        if hold.eval_users == 0 and hold.as_is_users == 0:
+            del _HOLDS[module]
+    _CONDITION.notify_all()
+
+
+def _acts_for(token: object, module: nn.Module) -> bool:
+    """Whether a hook installed by the call ``token`` on ``module`` acts on the running forward pass.
+
+    It does in the call's own thread; in a thread that runs no adapter call
+    (one the model's forward started itself, e.g. ``nn.DataParallel``'s
+    replicas) only while this call is the only one in flight on the module.
+    """
+    current = _CURRENT_CALL.get()
+    return current is token or (current is None and _calls_in_flight(module) == 1)
+
+
+@contextlib.contextmanager
+def _guided_relus(model: nn.Module, token: object) -> Iterator[None]:
+    """Makes every ReLU/ReLU6 module of ``model`` guided for the call ``token``; hooks removed on exit."""
     relus = [module for module in model.modules() if isinstance(module, RELU_TYPES)]
     if not relus:
         raise ValueError(
             "guided backpropagation needs nn.ReLU / nn.ReLU6 modules; this model has none "
             "(a functional relu cannot be hooked)"
         )
+
     # The ReLU's own backward multiplies by (input > 0); clamping the gradient
     # that reaches it makes that the guided rule.
-    handles = [
-        relu.register_forward_hook(lambda m, i, output: _GuidedGradient.apply(output)) for relu in relus
-    ]
+    def make_hook(relu: nn.Module) -> Callable[..., Any]:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> Any:
+            return _GuidedGradient.apply(output) if _acts_for(token, relu) else None
+
+        return hook
+
+    handles = [relu.register_forward_hook(make_hook(relu)) for relu in relus]
     try:
         yield
     finally:
@@ -127,14 +366,16 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-def _capture_into(captured: list[torch.Tensor]) -> Callable[..., Any]:
-    """A forward hook that records the layer's output and hands the model a copy.
+def _capture_into(captured: list[torch.Tensor], token: object) -> Callable[..., Any]:
+    """A forward hook that records the layer's output and hands the model a copy (call ``token`` only).
 
     The copy keeps the recorded activation intact when an in-place operation
     (``nn.ReLU(inplace=True)``) follows the layer, and gradients still flow to it.
     """
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if _CURRENT_CALL.get() is not token:
+            return None
         tensor = output[0] if isinstance(output, (tuple, list)) else output
         captured.append(tensor)
         copy = tensor.clone()
@@ -146,15 +387,58 @@ def _capture_into(captured: list[torch.Tensor]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module, enabled: bool) -> Iterator[None]:
-    was_training = model.training
-    if enabled and was_training:
-        model.eval()
+def _call_token() -> Iterator[object]:
+    """A fresh token marking this thread's forward passes as this call's."""
+    token = object()
+    reset = _CURRENT_CALL.set(token)
     try:
-        yield
+        yield token
     finally:
-        if enabled and was_training:
-            model.train()
+        _CURRENT_CALL.reset(reset)
+
+
+# --------------------------------------------------------------------------
+# Devices and dtypes.
+# --------------------------------------------------------------------------
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Same type and index (a device without an index matches any index of its type)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _model_devices(model: nn.Module) -> list[torch.device]:
+    devices: list[torch.device] = []
+    for tensor in (*model.parameters(), *model.buffers()):
+        if not any(tensor.device == known for known in devices):
+            devices.append(tensor.device)
+    return devices
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (or buffer); float32 without any."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _as_array(x_batch: Any) -> np.ndarray:
+    """The batch as a NumPy array torch can wrap (a copy only when read-only or with negative strides)."""
+    array = np.asarray(x_batch)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
+        array = np.array(array, order="C")  # torch warns on read-only memory, refuses negative strides
+    return array
+
+
+def _float_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A detached tensor as NumPy, half precision widened to float32."""
+    tensor = tensor.detach()
+    if tensor.dtype in HALF_DTYPES:
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
 
 
 def make_call_model_function(
@@ -170,8 +454,10 @@ def make_call_model_function(
     """Returns a ``call_model_function`` for a PyTorch model.
 
     Args:
-      model: the ``nn.Module``; its parameters are never changed and its
-        ``.grad`` fields never touched.
+      model: the ``nn.Module``; its parameters are never changed, their
+        ``.grad`` fields never touched, and every submodule's train/eval flag
+        is restored exactly after each call. It is never moved to another
+        device: put it where it should run first (``model.to(device)``).
       target: what is explained: a class index (``outputs[:, target]``) or a
         callable mapping the output batch to one scalar per example (a softmax
         probability, a regression output). ``call_model_args`` overrides it per
@@ -180,111 +466,185 @@ def make_call_model_function(
         Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
         back channel-last (``N x ... x C``) whatever the layer's rank.
       preprocess: applied to the model-layout float tensor before the model
-        (e.g. ``lambda x: (x / 255 - mean) / std``); differentiated through.
+        (e.g. ``lambda x: (x / 255 - mean) / std``, or :func:`normalize`);
+        differentiated through. It gets a tensor on ``device`` (float32, or
+        float64 for a float64 model), so any tensor it uses must be on that
+        device too: :func:`normalize` takes care of that, or create the
+        constants with ``device=``. It may work in place (so may the model
+        on its input): they get a copy where the tensor would share memory
+        with the caller's batch.
       channels_last_input: the NumPy batch is N x ... x C and the model wants
         N x C x ... (PyTorch's convention), so the channel axis is moved (as a
-        view) for inputs of rank >= 3. False passes the batch as it is.
+        view, channels-last memory) for inputs of rank >= 3; a model that
+        cannot take that view gets contiguous input instead (see the module
+        docstring). False passes the batch as it is.
       eval_mode: run the model in eval mode during calls (dropout off, batch
-        norm statistics frozen) and restore its mode afterwards.
-      device: where to run; default the device of the model's first parameter.
+        norm statistics frozen) and restore every submodule's mode afterwards.
+        False runs it as it is (e.g. dropout on for Monte-Carlo estimates);
+        buffers a train-mode forward pass changes (batch-norm running
+        statistics) are then restored after the call.
+      device: where the input goes and the model runs, e.g. ``"cuda:1"``;
+        default the device of the model's first parameter. The model must
+        already be there (for a model split over devices: the device of its
+        first layer); answers always come back as CPU NumPy arrays.
 
     Returns:
       ``call_model_function(x_value_batch, call_model_args=None, expected_keys=None)``
       answering ``INPUT_OUTPUT_GRADIENTS``, ``OUTPUT_LAYER_VALUES`` (the
       target, shape [N]), ``CONVOLUTION_LAYER_VALUES``,
-      ``CONVOLUTION_OUTPUT_GRADIENTS`` and ``GUIDED_INPUT_OUTPUT_GRADIENTS``.
+      ``CONVOLUTION_OUTPUT_GRADIENTS`` and ``GUIDED_INPUT_OUTPUT_GRADIENTS``
+      (float32 for a half-precision model). Safe to call from several threads.
 
     Raises:
-      TypeError, ValueError: at construction for a bad layer, and in calls for
-        a bad target, an unknown key, or a model whose output does not depend
-        differentiably on its input.
+      TypeError, ValueError: at construction for a bad layer, or a ``device``
+        that holds none of the model's parameters; in calls for a bad target,
+        an unknown key, or a model whose output does not depend differentiably
+        on its input.
+      DeviceMismatchError: (a ValueError and a RuntimeError) in calls, when the
+        model or a ``preprocess`` constant is on another device than the input.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layer_module = _find_layer(model, layer) if layer is not None else None
+    model_devices = _model_devices(model)
     if device is None:
         first_parameter = next(model.parameters(), None)
-        device = first_parameter.device if first_parameter is not None else torch.device("cpu")
-        dtype = first_parameter.dtype if first_parameter is not None else torch.float32
-    else:
-        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        device = first_parameter.device if first_parameter is not None else (model_devices or ["cpu"])[0]
     device = torch.device(device)
+    if model_devices and not any(_same_device(device, known) for known in model_devices):
+        raise ValueError(
+            f"device={str(device)!r} but the model's parameters are on {[str(d) for d in model_devices]}; "
+            f"move the model first (model.to({str(device)!r})) or pass device= its device "
+            "(the adapter never moves the model)"
+        )
+    model_dtype = _model_dtype(model)
+    half = model_dtype in HALF_DTYPES
+    input_dtype = torch.float32 if half else model_dtype
 
-    def to_model_layout(x_batch: np.ndarray, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        array = np.asarray(x_batch)
-        if not array.flags.writeable:  # torch warns on read-only NumPy memory
-            array = array.copy()
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
-        leaf = torch.as_tensor(array).to(device=device, dtype=dtype)
+    def to_model_layout(
+        array: np.ndarray, requires_grad: bool, contiguous: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = torch.as_tensor(array).to(device=device, dtype=input_dtype)
+        shares_caller_memory = leaf.device.type == "cpu" and leaf.data_ptr() == array.ctypes.data
         leaf.requires_grad_(requires_grad)
         model_input = _channels_first(leaf) if channels_last_input else leaf
+        if contiguous:
+            model_input = model_input.contiguous()
+        # An in-place preprocess (or first operation of the model) must neither
+        # write into the caller's batch nor into the leaf differentiated against.
+        if model_input.data_ptr() == leaf.data_ptr() and (requires_grad or shares_caller_memory):
+            model_input = model_input.clone()  # keeps the channels-last strides
         if preprocess is not None:
             model_input = preprocess(model_input)
+        if half and isinstance(model_input, torch.Tensor) and model_input.is_floating_point():
+            model_input = model_input.to(model_dtype)
         return leaf, model_input
 
+    def run_model(array: np.ndarray, requires_grad: bool, captured: list[torch.Tensor]) -> Any:
+        """The model's output for the batch, and the leaf; retries once with contiguous input."""
+        contiguous = model in _NEEDS_CONTIGUOUS
+        try:
+            try:
+                leaf, model_input = to_model_layout(array, requires_grad, contiguous)
+                return leaf, model(model_input)
+            except RuntimeError as error:
+                if contiguous or not channels_last_input or _VIEW_ERROR not in str(error):
+                    raise
+                if _channels_first_is_contiguous(array):
+                    raise  # contiguous input would fail the same way
+                _NEEDS_CONTIGUOUS.add(model)
+                captured.clear()
+                leaf, model_input = to_model_layout(array, requires_grad, contiguous=True)
+                return leaf, model(model_input)
+        except RuntimeError as error:
+            if isinstance(error, DeviceMismatchError) or not _DEVICE_ERROR.search(str(error)):
+                raise
+            raise DeviceMismatchError(
+                f"the model's input and a tensor it meets are on different devices (torch: {error}). "
+                f"The batch is moved to {str(device)!r}; the model's parameters are on "
+                f"{[str(d) for d in _model_devices(model)]}. Put the model on the device= given to "
+                "make_call_model_function (the adapter never moves it), and create any tensor that "
+                "preprocess uses on that device (or use saliencykit.torch.normalize(mean, std), whose "
+                "constants follow the input)"
+            ) from error
+
+    def backward(selected: torch.Tensor, sources: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The gradients of ``sum(selected)``, summed in float32; float16 overflow lowers the scale."""
+        total = selected.float().sum() if half else selected.sum()
+        if model_dtype != torch.float16:
+            return list(torch.autograd.grad(total, sources, allow_unused=True))
+        for attempt, scale in enumerate(FLOAT16_GRADIENT_SCALES):
+            last = attempt == len(FLOAT16_GRADIENT_SCALES) - 1
+            gradients = torch.autograd.grad(total * scale, sources, allow_unused=True, retain_graph=not last)
+            finite = all(g is None or bool(torch.isfinite(g).all()) for g in gradients)
+            if finite or last or not bool(torch.isfinite(selected).all()):
+                return [None if g is None else g.float() / scale for g in gradients]
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def forward_and_gradients(
-        x_batch: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
+        array: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
     ) -> dict[str, np.ndarray]:
         captured: list[torch.Tensor] = []
         want_layer = any(key in keys for key in (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS))
         if want_layer and layer_module is None:
             raise ValueError("CONVOLUTION_* keys need the layer= argument of make_call_model_function")
-        handle = layer_module.register_forward_hook(_capture_into(captured)) if want_layer else None
-        try:
-            # Gradients are needed even when the caller runs under no_grad/inference_mode.
-            with (
-                torch.inference_mode(False),
-                torch.enable_grad(),
-                _guided_relus(model) if guided else contextlib.nullcontext(),
-            ):
-                leaf, model_input = to_model_layout(x_batch, requires_grad=True)
-                selected = select_target(model(model_input), chosen)
-                sources = [leaf] if guided or INPUT_OUTPUT_GRADIENTS in keys else []
-                if want_layer:
-                    if not captured:
-                        raise ValueError("the Grad-CAM layer was not called in the model's forward pass")
-                    sources.append(captured[-1])
-                if not selected.requires_grad:
-                    raise ValueError(
-                        "the model's output does not depend differentiably on its input "
-                        "(is it detached, computed under torch.no_grad, or cast to integers?)"
-                    )
-                gradients = torch.autograd.grad(selected.sum(), sources, allow_unused=True)
-        finally:
-            if handle is not None:
-                handle.remove()
+        # Gradients are needed even when the caller runs under no_grad/inference_mode.
+        with _call_token() as token, torch.inference_mode(False), torch.enable_grad():
+            handle = (
+                layer_module.register_forward_hook(_capture_into(captured, token)) if want_layer else None
+            )
+            try:
+                with _guided_relus(model, token) if guided else contextlib.nullcontext():
+                    leaf, outputs = run_model(array, requires_grad=True, captured=captured)
+                    selected = select_target(outputs, chosen)
+            finally:
+                if handle is not None:
+                    handle.remove()
+            sources = [leaf] if guided or INPUT_OUTPUT_GRADIENTS in keys else []
+            if want_layer:
+                if not captured:
+                    raise ValueError("the Grad-CAM layer was not called in the model's forward pass")
+                sources.append(captured[-1])
+            if not selected.requires_grad:
+                raise ValueError(
+                    "the model's output does not depend differentiably on its input "
+                    "(is it detached, computed under torch.no_grad, or cast to integers?)"
+                )
+            gradients = backward(selected, sources)
         if any(gradient is None for gradient in gradients):
             raise ValueError("the target does not depend on the input (or on the Grad-CAM layer)")
         answer: dict[str, np.ndarray] = {}
-        gradients = list(gradients)
         if guided:
-            answer[GUIDED_INPUT_OUTPUT_GRADIENTS] = gradients.pop(0).cpu().numpy()
+            answer[GUIDED_INPUT_OUTPUT_GRADIENTS] = _float_numpy(gradients.pop(0))
             return answer
         if INPUT_OUTPUT_GRADIENTS in keys:
-            answer[INPUT_OUTPUT_GRADIENTS] = gradients.pop(0).cpu().numpy()
+            answer[INPUT_OUTPUT_GRADIENTS] = _float_numpy(gradients.pop(0))
         if want_layer:
-            answer[CONVOLUTION_OUTPUT_GRADIENTS] = _channels_last(gradients.pop(0)).cpu().numpy()
-            answer[CONVOLUTION_LAYER_VALUES] = _channels_last(captured[-1].detach()).cpu().numpy()
+            answer[CONVOLUTION_OUTPUT_GRADIENTS] = _float_numpy(_channels_last(gradients.pop(0)))
+            answer[CONVOLUTION_LAYER_VALUES] = _float_numpy(_channels_last(captured[-1]))
         if OUTPUT_LAYER_VALUES in keys:
-            answer[OUTPUT_LAYER_VALUES] = selected.detach().cpu().numpy()
+            answer[OUTPUT_LAYER_VALUES] = _float_numpy(selected)
         return answer
+
+    def forward_only(array: np.ndarray, chosen: Target) -> np.ndarray:
+        with _call_token(), torch.inference_mode():
+            _, outputs = run_model(array, requires_grad=False, captured=[])
+            return _float_numpy(select_target(outputs, chosen))
 
     def call_model_function(
         x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         keys = checked_keys(expected_keys)
         chosen = target_from_call_model_args(call_model_args, target)
+        array = _as_array(x_value_batch)
         answer: dict[str, np.ndarray] = {}
-        with _eval_mode(model, eval_mode):
+        with _model_mode(model, eval_mode):
             if any(key in GRADIENT_KEYS for key in keys):
-                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))
+                answer.update(forward_and_gradients(array, chosen, keys, guided=False))
             elif OUTPUT_LAYER_VALUES in keys:
-                with torch.inference_mode():
-                    _, model_input = to_model_layout(x_value_batch, requires_grad=False)
-                    answer[OUTPUT_LAYER_VALUES] = select_target(model(model_input), chosen).cpu().numpy()
+                answer[OUTPUT_LAYER_VALUES] = forward_only(array, chosen)
             if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
-                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=True))
+                answer.update(forward_and_gradients(array, chosen, keys, guided=True))
         return answer
 
     return call_model_function
