@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import saliencykit
 
 HEAVY_MODULES = ("torch", "tensorflow", "keras", "jax", "matplotlib", "tqdm")
@@ -69,3 +71,16 @@ def test_the_command_sets_thread_variables_before_numpy_loads() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["1", "PASSIVE"]
+
+
+def test_plot_extra_is_enough_for_the_command_with_your_own_model() -> None:
+    """Keras users install saliencykit[tensorflow,plot]: the pictures and the progress bar come with plot.
+
+    (tests/cli/test_explain.py::test_keras_model runs the command with PyTorch hidden.)
+    """
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]
+    names = {requirement.split(">")[0].split("=")[0].strip() for requirement in extras["plot"]}
+    assert {"matplotlib", "tqdm"} <= names
+    assert not any("torch" in requirement for requirement in extras["plot"])

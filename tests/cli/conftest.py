@@ -38,9 +38,13 @@ class CliRun:
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, executable: str | None = None
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    executable: str | None = None,
+    timeout: float = TIMEOUT_S,
 ) -> CliRun:
-    """Runs ``python -m saliencykit ARGS`` (or ``executable ARGS``) in ``cwd``; never raises on failure."""
+    """Runs ``python -m saliencykit ARGS`` (or ``executable ARGS``) in ``cwd``; raises only on a timeout."""
     command = [executable] if executable else [sys.executable, "-m", "saliencykit"]
     completed = subprocess.run(
         [*command, *args],
@@ -48,10 +52,28 @@ def run_cli(
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=TIMEOUT_S,
+        timeout=timeout,
         check=False,
     )
     return CliRun(completed.returncode, completed.stdout, completed.stderr, cwd)
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path) -> int:
+    """Runs ``saliencykit.cli.main(args)`` in this process, in ``cwd``; returns the exit status.
+
+    For tests that monkeypatch the command's parts. The environment variables
+    ``main`` sets are restored afterwards.
+    """
+    from saliencykit.cli import main
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "TF_CPP_MIN_LOG_LEVEL"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:  # recorded as unset, so that teardown removes what main() sets
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(cwd)
+    return main(list(args))
 
 
 def assert_one_line_error(run: CliRun, *fragments: str, status: int = 2) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from .conftest import assert_one_line_error, run_cli, tiny_model_args
+from .conftest import CliRun, assert_one_line_error, run_cli, tiny_model_args
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -58,7 +60,7 @@ def test_bad_input_is_one_line(tmp_path: Path, arguments: list[str], fragments: 
 @pytest.mark.parametrize(
     ("arguments", "fragment"),
     [
-        (["explain", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (["explain", "--steps", "many"], "argument --steps: expected an integer >= 1, got 'many'"),
         (["explain", "--preprocess", "zscore"], "argument --preprocess: invalid choice: 'zscore'"),
         (["describe"], "argument COMMAND: invalid choice: 'describe'"),
         ([], "the following arguments are required: COMMAND"),
@@ -92,7 +94,7 @@ def hide_module(folder: Path, module: str) -> dict[str, str]:
     folder.mkdir(exist_ok=True)
     message = f"No module named {module!r}"
     (folder / f"{module}.py").write_text(f"raise ModuleNotFoundError({message!r}, name={module!r})\n")
-    return {"PYTHONPATH": str(folder)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
 def test_default_model_without_the_demo_extra(tmp_path: Path) -> None:
@@ -106,10 +108,12 @@ def test_default_model_without_the_demo_extra(tmp_path: Path) -> None:
     )
 
 
-def test_panel_without_matplotlib(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+def test_pictures_without_matplotlib(command: str, tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    """matplotlib comes with the plot extra: no need for demo (and PyTorch) with a Keras model."""
     env = hide_module(tmp_path / "hidden", "matplotlib")
     run = run_cli(
-        "explain",
+        command,
         str(photo),
         *tiny_model_args(tiny_model),
         "--methods",
@@ -117,7 +121,7 @@ def test_panel_without_matplotlib(tiny_model: Path, photo: Path, tmp_path: Path)
         cwd=tmp_path,
         env=env,
     )
-    assert_one_line_error(run, "needs the package 'matplotlib'", "saliencykit[demo]", status=3)
+    assert_one_line_error(run, "needs the package 'matplotlib'", "saliencykit[plot]", status=3)
 
 
 def test_unexpected_errors_are_one_line_unless_asked(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
@@ -134,3 +138,139 @@ def test_unexpected_errors_are_one_line_unless_asked(tiny_model: Path, photo: Pa
     assert_one_line_error(run, "--out: cannot write to 'taken'")
     verbose = run_cli(*arguments, "--out", "taken", "--traceback", cwd=tmp_path)
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+#: Out-of-range values: each a usage error (exit status 2, one line) before anything is loaded.
+OUT_OF_RANGE = [
+    (["explain", "--dpi", "0"], "argument --dpi: expected an integer from 20 to 600, got '0'"),
+    (["explain", "--dpi", "3000"], "argument --dpi: expected an integer from 20 to 600, got '3000'"),
+    (["explain", "--dpi", "high"], "argument --dpi: expected an integer from 20 to 600, got 'high'"),
+    (["explain", "--class-index", "-1"], "argument --class-index: expected an integer >= 0, got '-1'"),
+    (["explain", "--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+    (["explain", "--samples", "-3"], "argument --samples: expected an integer >= 1, got '-3'"),
+    (["explain", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+    (["evaluate", "--n-jobs", "0"], "argument --n-jobs: expected an integer from 1 to 256, got '0'"),
+    (
+        ["evaluate", "--n-jobs", "100000"],
+        "argument --n-jobs: expected an integer from 1 to 256, got '100000'",
+    ),
+    (
+        ["evaluate", "--min-pred-value", "2"],
+        "argument --min-pred-value: expected a number from 0 to 1, got '2'",
+    ),
+    (["evaluate", "--min-pred-value", "-0.5"], "expected a number from 0 to 1, got '-0.5'"),
+    (["evaluate", "--min-pred-value", "nan"], "expected a number from 0 to 1, got 'nan'"),
+    (["evaluate", "--min-pred-value", "inf"], "expected a number from 0 to 1, got 'inf'"),
+    (["evaluate", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["explain", "--device", "gpu"], "argument --device: expected cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (
+        ["evaluate", "--device", "cuda:x"],
+        "argument --device: expected cpu, cuda, cuda:N or mps, got 'cuda:x'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arguments", "fragment"), OUT_OF_RANGE)
+def test_out_of_range_values_are_usage_errors(
+    arguments: list[str], fragment: str, tiny_model: Path, photo: Path, tmp_path: Path
+) -> None:
+    """Not MemoryError (--dpi 3000) nor 'unexpected' errors with exit status 1 after the maps are computed."""
+    command, *options = arguments
+    run = run_cli(
+        command, str(photo), *tiny_model_args(tiny_model), "--methods", "gradients", *options, cwd=tmp_path
+    )
+    assert_one_line_error(run, fragment, "--help")
+
+
+def labels_run(labels: str, tiny_model: Path, photo: Path, cwd: Path, timeout: float = 60) -> CliRun:
+    return run_cli(
+        "explain",
+        str(photo),
+        *tiny_model_args(tiny_model),
+        "--methods",
+        "gradients",
+        "--labels",
+        labels,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def test_labels_from_dev_zero_fail_fast(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    """/dev/zero is not read (forever): it is not a regular file."""
+    started = time.perf_counter()
+    run = labels_run("/dev/zero", tiny_model, photo, tmp_path, timeout=30)
+    assert_one_line_error(run, "argument --labels:", "'/dev/zero' is not a file")
+    assert time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "expected a text file of at most 4 MiB"),  # 5 MiB (sparse)
+        (b"sharp\n\xff\xfe blurred\nred\n", "expected UTF-8 text in 'labels.txt', but byte 6 is not UTF-8"),
+        (b"sharp\nblurred\x00\nred\n", "'labels.txt' holds NUL bytes"),
+        (b"\n  \n\n", "'labels.txt' holds no name"),
+        (b"sharp\nblurred\n", "expected one name per class, 3 lines for this model, got 2 in 'labels.txt'"),
+    ],
+)
+def test_bad_labels_files(
+    content: bytes | None, fragment: str, tiny_model: Path, photo: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.txt"
+    if content is None:
+        with labels.open("wb") as file:
+            file.truncate(5 * 2**20)
+    else:
+        labels.write_bytes(content)
+    assert_one_line_error(labels_run("labels.txt", tiny_model, photo, tmp_path), "--labels", fragment)
+
+
+def test_labels_folder_and_missing_file(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    assert_one_line_error(labels_run(".", tiny_model, photo, tmp_path), "argument --labels", "is not a file")
+    assert_one_line_error(
+        labels_run("missing.txt", tiny_model, photo, tmp_path),
+        "argument --labels: cannot read 'missing.txt': No such file or directory",
+    )
+
+
+def test_labels_with_a_byte_order_mark_and_blank_lines(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_bytes("\ufeffsharp\n\nblurred\r\nred\n".encode())
+    run = labels_run("labels.txt", tiny_model, photo, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "prediction: class 0 'sharp'" in run.stdout
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "CUDA:1"])
+def test_cuda_without_cuda(device: str, tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = run_cli(
+        "explain",
+        str(photo),
+        *tiny_model_args(tiny_model),
+        "--device",
+        device,
+        "--methods",
+        "gradients",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(run, f"--device {device.lower()}: CUDA is not available", "use --device cpu")
+
+
+def test_mps_without_mps(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    run = run_cli(
+        "explain",
+        str(photo),
+        *tiny_model_args(tiny_model),
+        "--device",
+        "mps",
+        "--methods",
+        "gradients",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(run, "--device mps: MPS (Apple GPUs) is not available here")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
-from .conftest import assert_valid_png, run_cli, smooth_image, tiny_model_args
+from .conftest import assert_valid_png, run_cli, run_main, smooth_image, tiny_model_args
 
 pytest.importorskip("saliencykit.metrics")
 
@@ -87,3 +89,64 @@ def test_every_image_skipped_is_not_fatal(tiny_model: Path, tmp_path: Path) -> N
     assert summary["images_used"] == {"sic": 0, "aic": 0}
     assert summary["methods"]["gradients"]["sic"] is None and summary["methods"]["gradients"]["aic"] is None
     assert_valid_png(tmp_path / "saliencykit-out" / "pic-curves.png")
+
+
+def test_unsure_images_are_skipped_before_their_maps(
+    tiny_model: Path,
+    photo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """chelsea (p = 0.84 < 0.9) is skipped by both metrics without a map; coffee (p = 0.94) is scored."""
+    import saliencykit.cli.evaluate as evaluate
+
+    Image.fromarray(data.chelsea()).save(tmp_path / "chelsea.png")
+    explained = []
+    real_run_method = evaluate.run_method
+
+    def counting_run_method(name: str, image: np.ndarray, *args: object) -> object:
+        explained.append(float(image.mean()))
+        return real_run_method(name, image, *args)
+
+    monkeypatch.setattr(evaluate, "run_method", counting_run_method)
+    arguments = [str(photo), "chelsea.png", *tiny_model_args(tiny_model), "--methods", "gradients", "--json"]
+    status = run_main(monkeypatch, "evaluate", *arguments, "--min-pred-value", "0.9", cwd=tmp_path)
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(explained) == 1  # coffee's map only
+    records = {record["image"]: record for record in summary["images"]}
+    assert records["chelsea.png"]["probability"] < 0.9 < records["coffee.jpg"]["probability"]
+    assert records["chelsea.png"]["auc"] == {} and records["chelsea.png"]["seconds"] == {}
+    for metric in ("sic", "aic"):
+        assert list(summary["skipped"][metric]) == ["chelsea.png"]  # counted and listed, as PIC's skips are
+        assert "lower than `min_pred_value`" in summary["skipped"][metric]["chelsea.png"]
+        assert summary["images_used"][metric] == 1
+    assert summary["methods"]["gradients"]["map_seconds"] > 0.0
+
+
+def test_pic_predictions_are_batched(
+    tiny_model: Path, photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command opts into batches whatever compute_pic_metric's default (one image per call) is."""
+    import saliencykit.metrics.sic_aic as sic_aic
+    from saliencykit.metrics import DEFAULT_SALIENCY_THRESHOLDS
+
+    batch_sizes = []
+    real_compute = sic_aic.compute_pic_metric
+
+    def recording_compute(*args: object, **kwargs: object) -> object:
+        batch_sizes.append(kwargs.get("batch_size", "default"))
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(sic_aic, "compute_pic_metric", recording_compute)
+    arguments = [str(photo), *tiny_model_args(tiny_model), "--methods", "gradients", "-q"]
+    assert run_main(monkeypatch, "evaluate", *arguments, cwd=tmp_path) == 0
+    assert batch_sizes == [len(DEFAULT_SALIENCY_THRESHOLDS)] * 2  # SIC and AIC, all thresholds at once
+    batch_sizes.clear()
+    assert run_main(monkeypatch, "evaluate", *arguments, "--batch-size", "4", cwd=tmp_path) == 0
+    assert batch_sizes == [4, 4]
+    summary = json.loads((tmp_path / "saliencykit-out" / "pic.json").read_text())
+    assert summary["pic"]["batch_size"] == 4
+    torch = pytest.importorskip("torch")
+    assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # the default device

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from .conftest import TIMEOUT_S, CliRun, assert_one_line_error, assert_valid_png, run_cli, tiny_model_args
+from .test_bad_input import hide_module
 
 ALL_METHODS = [
     "gradients",
@@ -51,6 +52,9 @@ def test_defaults_explain_the_cat(default_explain: CliRun) -> None:
     parameters = {method["name"]: method["parameters"] for method in summary["methods"]}
     assert parameters["ig"] == {"x_steps": 25, "batch_size": 10}
     assert parameters["occlusion"] == {"size": 32, "stride": 16, "value": 0.0, "batch_size": 32}
+    assert summary["gradcam_layer"] == "_bn1"
+    report = (default_explain.out / "report.html").read_text(encoding="utf-8")
+    assert "<b>Grad-CAM layer:</b> <code>_bn1</code>" in report
 
 
 def test_defaults_stay_fast(default_explain: CliRun) -> None:
@@ -234,9 +238,33 @@ def test_one_channel_image_is_converted(tiny_model: Path, tmp_path: Path) -> Non
     assert run.json()["notes"] == ["the image has one channel: converted to RGB"]
 
 
+def test_device_cpu(tiny_model: Path, photo: Path, tmp_path: Path) -> None:
+    """--device cpu runs the PyTorch model on the CPU; the summary and the report say where."""
+    run = run_cli(
+        "explain",
+        str(photo),
+        *tiny_model_args(tiny_model),
+        "--device",
+        "CPU",
+        "--methods",
+        "ig,occlusion",
+        "--json",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = run.json()
+    assert summary["device"] == "cpu" and summary["gradcam_layer"] is None  # TorchScript: no Grad-CAM
+    report = (tmp_path / "saliencykit-out" / "report.html").read_text(encoding="utf-8")
+    assert "<b>Device:</b> <code>cpu</code>" in report and "<b>Grad-CAM layer:</b> none" in report
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras saving on NumPy 2
 def test_keras_model(photo: Path, tmp_path: Path) -> None:
-    """A .keras file: input size from the model, Grad-CAM on its last 4-D layer, guided backprop."""
+    """A .keras file: input size from the model, Grad-CAM on its last 4-D layer, guided backprop.
+
+    With PyTorch hidden: a Keras model needs only saliencykit[tensorflow,plot].
+    """
     keras = pytest.importorskip("keras")
     inputs = keras.Input((32, 32, 3))
     features = keras.layers.Conv2D(4, 3, activation="relu", name="features")(inputs)
@@ -249,13 +277,20 @@ def test_keras_model(photo: Path, tmp_path: Path) -> None:
         "tiny.keras",
         "--methods",
         "ig,gradcam,guided-backprop",
+        "--device",
+        "cpu",
         "--json",
         *FAST,
         cwd=tmp_path,
+        env=hide_module(tmp_path / "hidden", "torch"),
     )
     assert run.returncode == 0, run.stderr
     summary = run.json()
     assert summary["model"] == "Keras model tiny.keras" and summary["input_size"] == [32, 32]
+    assert summary["gradcam_layer"] == "features" and summary["device"] is None
+    assert summary["notes"] == ["--device cpu is for PyTorch models: TensorFlow places a Keras model itself"]
+    report = (tmp_path / "saliencykit-out" / "report.html").read_text(encoding="utf-8")
+    assert "<b>Grad-CAM layer:</b> <code>features</code>" in report
     assert [method["name"] for method in summary["methods"]] == ["ig", "gradcam", "guided-backprop"]
     assert 0.0 < summary["probability"] <= 1.0
     assert_valid_png(tmp_path / "saliencykit-out" / "panel.png")

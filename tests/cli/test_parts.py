@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -211,3 +214,154 @@ def test_panel_and_report_without_a_model(tmp_path: Path) -> None:
     assert "a &lt;b&gt;label&lt;/b&gt;" in html and "<b>label</b>" not in html  # escaped
     assert "test &amp; image" in html and "no layer" in html and "a note" in html
     assert html.count("<img ") == 2 + 2 * len(results)
+
+
+# ----------------------------------------------------------------------------- Occlusion's colours
+
+
+def occlusion_picture(values: np.ndarray) -> np.ndarray:
+    """The map picture of an Occlusion map whose channels sum to ``values``."""
+    saliency_map = np.repeat(values[..., None] / 3.0, 3, axis=-1)
+    return pictures_of(saliency_map, "diverging", np.zeros((*values.shape, 3))).saliency_map.astype(int)
+
+
+def test_occlusion_all_negative_map_keeps_its_gradations() -> None:
+    """Zero is white, the strongest value full blue, half of it half-way: not a solid blue picture."""
+    values = -np.linspace(0.0, 1.0, 101)[None, :]  # 0, -0.01, ..., -1
+    picture = occlusion_picture(values)
+    assert (picture[0, 0] >= 250).all()  # 0: white
+    np.testing.assert_array_equal(picture[0, -1], [0, 0, 255])  # -1: blue
+    middle = picture[0, 50]  # -0.5: between white and blue
+    assert middle[2] == 255 and 100 < middle[0] < 155 and middle[0] == middle[1], middle
+    red = picture[0, :, 0]
+    assert (np.diff(red) <= 0).all() and red[0] - red[-2] > 200  # lighter towards zero, all the way
+
+
+def test_occlusion_mixed_map_is_centred_on_zero() -> None:
+    """Mostly negative, weakly positive: scaled by the absolute values, +1 is pale red, not full red."""
+    values = np.array([[-10.0, -10.0, -5.0, 1.0, 0.0, 0.5]])
+    picture = occlusion_picture(np.repeat(values, 30, axis=0))[0]
+    np.testing.assert_array_equal(picture[0], [0, 0, 255])  # -10: blue
+    assert picture[2][2] == 255 and 100 < picture[2][0] < 155  # -5: half-way to blue
+    assert picture[3][0] == 255 and picture[3][1] > 200  # +1: pale red
+    assert (picture[4] >= 250).all()  # 0: white
+    assert picture[5][0] == 255 and picture[3][1] < picture[5][1] < 255  # +0.5: paler still
+    mirrored = occlusion_picture(-np.repeat(values, 30, axis=0))[0]
+    np.testing.assert_allclose(mirrored, picture[:, ::-1], atol=3)  # the opposite map: the colours swapped
+
+
+def test_diverging_scale() -> None:
+    from saliencykit.cli.display import diverging_scale
+
+    np.testing.assert_array_equal(diverging_scale(np.zeros((3, 4))), np.full((3, 4), 0.5))
+    sparse = np.zeros((20, 20))
+    sparse[0, 0] = -2.0  # under 1% of the values are non-zero: scaled by the largest
+    scaled = diverging_scale(sparse)
+    assert scaled[0, 0] == 0.0 and scaled[5, 5] == 0.5
+    np.testing.assert_allclose(diverging_scale(np.array([[1.0, -1.0, 0.5]])), [[1.0, 0.0, 0.75]])
+
+
+# ----------------------------------------------------------------------------- options, labels, keras
+
+
+def test_range_checked_option_types() -> None:
+    import argparse
+
+    from saliencykit.cli.options import device_name, integer_in, number_in
+
+    assert integer_in(1, 5)("5") == 5 and number_in(0.0, 1.0)("0.25") == 0.25
+    for parse, text in ((integer_in(1, 5), "6"), (integer_in(0), "-1"), (number_in(0, 1), "nan")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"got '{text}'"):
+            parse(text)
+    assert [device_name(text) for text in ("cpu", "CUDA", "cuda:1", " mps ")] == [
+        "cpu",
+        "cuda",
+        "cuda:1",
+        "mps",
+    ]
+    for text in ("gpu", "cuda:", "cuda:-1", "cpu:0x", "xla"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected cpu, cuda, cuda:N or mps"):
+            device_name(text)
+
+
+def test_read_label_file(tmp_path: Path) -> None:
+    from saliencykit.cli.models import read_label_file
+
+    (tmp_path / "labels.txt").write_text(" cat \n\ndog\n", encoding="utf-8")
+    labels = read_label_file(tmp_path / "labels.txt")
+    assert labels.names == ("cat", "dog") and labels.path == str(tmp_path / "labels.txt")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nothing writes to it: opening it must not wait
+    with pytest.raises(ValueError, match="is not a file"):
+        read_label_file(fifo)
+
+
+def test_torch_model_runs_on_the_device(tiny_model: Path) -> None:
+    """--device cpu: the model, its inputs and its preprocessing constants on the CPU; JSON says so."""
+    torch = pytest.importorskip("torch")
+    from saliencykit.cli.models import load_model
+
+    model, _ = load_model(str(tiny_model), input_size=(32, 32), device="cpu")
+    assert model.device == "cpu"
+    image = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    probabilities = model.predict_probabilities(image)
+    assert probabilities.shape == (1, 3) and np.isfinite(probabilities).all()
+    gradients = model.make_call_model_function(0)(image, None, ["INPUT_OUTPUT_GRADIENTS"])
+    assert np.isfinite(gradients["INPUT_OUTPUT_GRADIENTS"]).all()
+    default, _ = load_model(str(tiny_model), input_size=(32, 32))
+    assert default.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_keras_files_are_loaded_in_safe_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """safe_mode=True is passed explicitly, whatever keras.config says (no TensorFlow needed here)."""
+    from saliencykit.cli.models import load_model
+
+    calls = []
+
+    def load(path: str, **options: object) -> None:
+        calls.append(options)
+        raise ValueError("Requested the deserialization of a `Lambda` layer ... passing `safe_mode=False`")
+
+    fake_keras = types.ModuleType("keras")
+    fake_keras.models = types.SimpleNamespace(load_model=load)  # type: ignore[attr-defined]
+    fake_adapter = types.ModuleType("saliencykit.keras")
+    fake_adapter.make_call_model_function = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keras", fake_keras)
+    monkeypatch.setitem(sys.modules, "saliencykit.keras", fake_adapter)
+    for name in ("net.keras", "net.h5"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(CliError, match="saliencykit loads Keras files with safe_mode=True"):
+            load_model(str(tmp_path / name))
+    assert calls == [{"compile": False, "safe_mode": True}] * 2
+
+
+def test_report_names_the_gradcam_layer_and_device() -> None:
+    from saliencykit.cli.report import report_html
+
+    image = np.zeros((8, 8, 3))
+    prediction = Prediction(0, "cat", 0.9, [(0, "cat", 0.9)])
+    common = {
+        "image": image,
+        "image_name": "x",
+        "model_description": "m",
+        "prediction": prediction,
+        "results": [],
+        "pictures": [],
+        "panel_png": b"",
+        "skipped": {},
+        "notes": [],
+    }
+    html = report_html(**common, gradcam_layer="_bn1", device="cuda:0")
+    assert "<b>Grad-CAM layer:</b> <code>_bn1</code>" in html and "<b>Device:</b> <code>cuda:0</code>" in html
+    assert "<b>Grad-CAM layer:</b> none" in report_html(**common)
+
+
+def test_pic_options_always_batch() -> None:
+    import argparse
+
+    from saliencykit.cli.evaluate import pic_options
+
+    args = argparse.Namespace(min_pred_value=0.5, batch_size=None, n_jobs=None)
+    assert pic_options(args, 13) == {"min_pred_value": 0.5, "batch_size": 13, "n_jobs": None}
+    args.batch_size, args.n_jobs = 4, 2
+    assert pic_options(args, 13) == {"min_pred_value": 0.5, "batch_size": 4, "n_jobs": 2}

@@ -4,8 +4,11 @@ Each method gives two RGB pictures:
 
 - the map: gradient-type maps (gradients, SmoothGrad, IG, Blur IG, Guided IG,
   Guided Backprop, Grad-CAM, Guided Grad-CAM) as ``VisualizeImageGrayscale``
-  in gray; Occlusion's signed map as ``VisualizeImageDiverging`` in a
-  blue-white-red colour map (white: no effect, red: evidence for the class);
+  in gray; Occlusion's signed map (summed over channels) in a blue-white-red
+  colour map, zero at the centre (white: no effect, red: evidence for the
+  class, blue: against it), scaled by the 99th percentile of the absolute
+  values (:func:`diverging_scale`), so that a map of one sign is not a solid
+  colour;
   XRAI as a heat map (``inferno``);
 - with the image: the map laid over the image, more opaque where it is
   stronger; for XRAI, the image's most salient 30% (the rest blacked out),
@@ -20,12 +23,14 @@ import numpy as np
 
 from .. import core as saliency
 
-__all__ = ["OVERLAY_COLORMAP", "MapPictures", "pictures_of", "saliency_2d"]
+__all__ = ["OVERLAY_COLORMAP", "MapPictures", "diverging_scale", "pictures_of", "saliency_2d"]
 
 #: Colour map of the overlays.
 OVERLAY_COLORMAP = "jet"
 #: The XRAI notebook shows the top 30% of the map.
 XRAI_TOP_FRACTION = 0.3
+#: Signed maps are scaled by this percentile of their absolute values.
+DIVERGING_PERCENTILE = 99.0
 
 
 @dataclass
@@ -64,6 +69,29 @@ def saliency_2d(saliency_map: np.ndarray, display: str) -> np.ndarray:
     return values.sum(axis=-1) if display != "grayscale" else np.abs(values).sum(axis=-1)
 
 
+def diverging_scale(saliency_map: np.ndarray, percentile: float = DIVERGING_PERCENTILE) -> np.ndarray:
+    """A signed map as values in [0, 1] with zero at 0.5, for a diverging colour map.
+
+    The channels are summed; ``span`` is the ``percentile`` of the absolute
+    values, and ``v`` becomes ``0.5 + v / (2 span)``, clipped to [0, 1]: ``-span``
+    and below are 0, ``+span`` and above are 1. Unlike
+    ``VisualizeImageDiverging`` (whose span is the percentile of the signed
+    values), a map with one sign keeps its gradations. An all-zero map is 0.5.
+
+    Returns:
+      float64 ``[H, W]``.
+    """
+    values = np.asarray(saliency_map, dtype=np.float64)
+    if values.ndim == 3:
+        values = values.sum(axis=-1)
+    span = float(np.percentile(np.abs(values), percentile)) if values.size else 0.0
+    if span == 0.0:  # fewer than 1% of the values are non-zero: scale by the largest
+        span = float(np.abs(values).max()) if values.size else 0.0
+    if span == 0.0:
+        return np.full(values.shape, 0.5)
+    return np.clip(0.5 + values / (2.0 * span), 0.0, 1.0)
+
+
 def _overlay(image: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     """The image under the colour-mapped intensity, whose opacity grows with it (up to 70%)."""
     alpha = 0.7 * np.clip(intensity, 0.0, 1.0)[..., None]
@@ -86,7 +114,7 @@ def pictures_of(saliency_map: np.ndarray, display: str, image: np.ndarray) -> Ma
         top_region = np.where(top[..., None], image / 255.0, 0.0)
         return MapPictures(_to_uint8(_colormap("inferno", scaled)), _to_uint8(top_region), "top 30%")
     if display == "diverging":
-        diverging = saliency.VisualizeImageDiverging(_as_3d(saliency_map))
+        diverging = diverging_scale(saliency_map)
         evidence_for = 2.0 * np.clip(diverging, 0.5, 1.0) - 1.0
         return MapPictures(
             _to_uint8(_colormap("bwr", diverging)),

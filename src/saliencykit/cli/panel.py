@@ -7,6 +7,7 @@ probable classes.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +18,9 @@ import numpy as np
 from .display import MapPictures
 from .methods import MethodResult
 from .models import Prediction
+from .outputs import write_atomically
 
-__all__ = ["save_panel"]
+__all__ = ["panel_png", "save_panel"]
 
 TILES_PER_ROW = 6
 TILE_INCHES = 2.2
@@ -28,28 +30,23 @@ def _shorten(text: str, length: int = 22) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-def save_panel(
-    path: Path,
+def panel_png(
     image: np.ndarray,
     image_name: str,
     prediction: Prediction,
     results: Sequence[MethodResult],
     pictures: Sequence[MapPictures],
     dpi: int = 100,
-) -> Path:
-    """Draws the panel and saves it as a PNG.
+) -> bytes:
+    """Draws the panel; returns it as PNG bytes.
 
     Args:
-      path: the PNG to write.
       image: the explained image ``[H, W, 3]`` in [0, 255].
       image_name: its name, for the first tile's title.
       prediction: the model's prediction and the explained class.
       results: the methods' results, in panel order.
       pictures: each result's pictures (:func:`saliencykit.cli.display.pictures_of`).
       dpi: the resolution; a tile is 2.2 inches wide.
-
-    Returns:
-      ``path``.
     """
     from matplotlib.figure import Figure
 
@@ -97,6 +94,27 @@ def save_panel(
         lower.imshow(picture.with_image)
         lower.set_title(picture.with_image_caption, fontsize=8)
         lower.axis("off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", bbox_inches="tight")
-    return path
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def save_panel(
+    path: Path,
+    image: np.ndarray,
+    image_name: str,
+    prediction: Prediction,
+    results: Sequence[MethodResult],
+    pictures: Sequence[MapPictures],
+    dpi: int = 100,
+) -> Path:
+    """Draws the panel and saves it as a PNG (atomically: a temporary file, then ``os.replace``).
+
+    Args:
+      path: the PNG to write.
+      image, image_name, prediction, results, pictures, dpi: as for :func:`panel_png`.
+
+    Returns:
+      ``path``.
+    """
+    return write_atomically(path, panel_png(image, image_name, prediction, results, pictures, dpi))

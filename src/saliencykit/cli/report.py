@@ -22,8 +22,9 @@ from PIL import Image
 from .display import MapPictures
 from .methods import MethodResult
 from .models import Prediction
+from .outputs import write_atomically
 
-__all__ = ["png_data_uri", "save_report"]
+__all__ = ["png_data_uri", "report_html", "save_report"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
@@ -60,8 +61,7 @@ def _parameters_table(parameters: dict[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
-def save_report(
-    path: Path,
+def report_html(
     *,
     image: np.ndarray,
     image_name: str,
@@ -72,11 +72,12 @@ def save_report(
     panel_png: bytes,
     skipped: dict[str, str],
     notes: Sequence[str],
-) -> Path:
-    """Writes the HTML report.
+    gradcam_layer: str | None = None,
+    device: str | None = None,
+) -> str:
+    """Returns the HTML report as text.
 
     Args:
-      path: the ``.html`` file to write.
       image: the explained image ``[H, W, 3]`` in [0, 255].
       image_name: its name.
       model_description: the model's description.
@@ -85,9 +86,8 @@ def save_report(
       panel_png: the panel, as PNG bytes.
       skipped: ``method -> reason`` for methods the model does not support.
       notes: notes on the input (conversions made).
-
-    Returns:
-      ``path``.
+      gradcam_layer: the layer Grad-CAM used (``None``: none).
+      device: where the model ran (``None``: not said, e.g. Keras).
     """
     escape = html.escape
     top_rows = "".join(
@@ -106,7 +106,9 @@ def save_report(
     skipped_html = "".join(f"<li><code>{escape(n)}</code>: {escape(r)}</li>" for n, r in skipped.items())
     notes_html = "".join(f"<li>{escape(note)}</li>" for note in notes)
     total = sum(result.seconds for result in results)
-    document = f"""<!DOCTYPE html>
+    layer_html = f"<code>{escape(gradcam_layer)}</code>" if gradcam_layer else "none"
+    device_html = f" &nbsp; <b>Device:</b> <code>{escape(device)}</code>" if device else ""
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -115,7 +117,8 @@ def save_report(
 </head>
 <body>
 <h1>saliencykit explain</h1>
-<p><b>Image:</b> {escape(image_name)} &nbsp; <b>Model:</b> {escape(model_description)}</p>
+<p><b>Image:</b> {escape(image_name)} &nbsp; <b>Model:</b> {escape(model_description)}{device_html}
+&nbsp; <b>Grad-CAM layer:</b> {layer_html}</p>
 <h2>Prediction</h2>
 <p>Explained class <b>{prediction.class_index}: {escape(prediction.label)}</b>,
 probability {prediction.probability:.4f}.</p>
@@ -126,13 +129,24 @@ probability {prediction.probability:.4f}.</p>
 <h2>Each method</h2>
 <p>{len(results)} methods, {total:.1f} s in all.
 Maps of gradient-type methods show absolute values (<code>VisualizeImageGrayscale</code>);
-Occlusion's is signed (red: evidence for the class, blue: against); XRAI's shows its regions' density.</p>
+Occlusion's is signed (red: evidence for the class, blue: against, white: none; scaled by the
+99th percentile of absolute values); XRAI's shows its regions' density.</p>
 <div class="methods">{"".join(cards)}</div>
 {f"<h3>Not run</h3><ul>{skipped_html}</ul>" if skipped else ""}
 <p><small>Input image as the model saw it:</small><br>{_image(png_data_uri(image), "input image")}</p>
 </body>
 </html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
-    return path
+
+
+def save_report(path: Path, **contents: Any) -> Path:
+    """Writes the HTML report (atomically: a temporary file, then ``os.replace``).
+
+    Args:
+      path: the ``.html`` file to write.
+      **contents: the keyword arguments of :func:`report_html`.
+
+    Returns:
+      ``path``.
+    """
+    return write_atomically(path, report_html(**contents).encode("utf-8"))
