@@ -11,11 +11,20 @@ Everything here is for measurement only (it is not part of the library):
 - :class:`ReplayCallModel`: answers recorded from a :class:`TimedCallModel` run,
   replayed in the same order; running a method on it measures (or profiles) the
   library's own work with no model cost at all.
+- :class:`TimedCall`: wraps any ``call_model_function`` and adds up its calls and seconds.
+- :class:`Samples`, :func:`measure_interleaved`, :func:`paired_ratio`, :func:`noise_flag`:
+  per-call times of variants run interleaved (their order rotating every repeat), and how
+  far to trust a ratio of them.
+- :func:`load_text`, :func:`wait_for_quiet_machine`: the load average, and waiting for it to drop.
+- :func:`verdict`, :func:`relative_max_error`, :func:`relative_l2_error`: PASS/FAIL and the
+  distance between two maps.
 - :func:`environment_header`, :func:`time_call`, :func:`median`: small helpers.
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import platform
 import statistics
@@ -234,6 +243,25 @@ def numpy_blas_threads() -> int | None:
     return None if getter is None else int(getter())
 
 
+class TimedCall:
+    """Wraps a ``call_model_function``; counts its calls and adds up the seconds spent inside it."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(
+        self, x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Any = None
+    ) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.function(x_value_batch, call_model_args=call_model_args, expected_keys=expected_keys)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+
 def time_call(function: Callable[[], Any]) -> tuple[Any, float]:
     """Returns ``(function(), wall seconds)``."""
     start = time.perf_counter()
@@ -269,10 +297,7 @@ def environment_header() -> list[str]:
         saliencykit_version = version("saliencykit")
     except Exception:  # pragma: no cover - metadata missing in odd installs
         saliency_version = saliencykit_version = "?"
-    try:
-        load = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        load = "load average n/a"
+    load = load_text()
     return [
         f"machine : {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         f"python  : {platform.python_version()}   torch {torch.__version__} "
@@ -281,3 +306,138 @@ def environment_header() -> list[str]:
         f"libs    : saliencykit {saliencykit_version}   reference saliency {saliency_version}",
         f"now     : {time.strftime('%Y-%m-%d %H:%M:%S')}   {load}",
     ]
+
+
+# --------------------------------------------------------------------------
+# Interleaved timing, load average, verdicts.
+# --------------------------------------------------------------------------
+
+#: Samples spreading more than this (max - min over median) mark a comparison "noisy": the
+#: machine was not quiet enough to resolve a 5% difference.
+NOISY_SPREAD = 0.10
+#: Seconds between two looks at the load average while waiting for a quiet machine.
+LOAD_POLL_S = 30.0
+
+
+@dataclass
+class Samples:
+    """Per-call seconds of one variant, one value per repeat."""
+
+    per_call_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return median(self.per_call_s)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the samples: how noisy this variant was."""
+        return (max(self.per_call_s) - min(self.per_call_s)) / self.median_s
+
+
+def paired_ratio(first: Samples, second: Samples) -> float:
+    """Median over repeats of ``first_i / second_i``: samples taken next to each other in time.
+
+    Less sensitive than the ratio of medians to load that changes during the run.
+    """
+    return median([a / b for a, b in zip(first.per_call_s, second.per_call_s, strict=True)])
+
+
+def noise_flag(*samples: Samples) -> str:
+    """'noisy' when a variant's samples spread by more than :data:`NOISY_SPREAD` of their median."""
+    return "noisy" if max(sample.spread for sample in samples) > NOISY_SPREAD else ""
+
+
+def measure_interleaved(
+    variants: dict[str, Callable[[], Any]], repeats: int, min_sample_s: float
+) -> dict[str, Samples]:
+    """Times every variant ``repeats`` times, interleaved; returns per-call seconds.
+
+    Each variant runs twice first (warm-up; the second run calibrates how many
+    calls make a sample of at least ``min_sample_s``; every variant gets that
+    many calls per sample). Repeat ``i`` runs the variants in an order rotated
+    by ``i``, so none is always first after a pause.
+    """
+    warm_s = []
+    for function in variants.values():
+        function()
+        start = time.perf_counter()
+        function()
+        warm_s.append(time.perf_counter() - start)
+    calls_per_sample = max(1, math.ceil(min_sample_s / max(min(warm_s), 1e-9)))
+    names = list(variants)
+    results = {name: Samples() for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            function = variants[name]
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(calls_per_sample):
+                function()
+            results[name].per_call_s.append((time.perf_counter() - start) / calls_per_sample)
+    return results
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1-, 5- and 15-minute load averages (NaN where the system cannot tell)."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (math.nan, math.nan, math.nan)
+
+
+def load_text() -> str:
+    """``load average 0.12 0.34 0.56``."""
+    return "load average {:.2f} {:.2f} {:.2f}".format(*load_average())
+
+
+def wait_for_quiet_machine(
+    threshold: float, max_wait_s: float, poll_s: float = LOAD_POLL_S, announce: bool = True
+) -> str:
+    """Polls the 1-minute load average until it is below ``threshold`` or ``max_wait_s`` pass.
+
+    Args:
+      threshold: the 1-minute load average to wait for.
+      max_wait_s: the longest wait; ``<= 0`` does not wait at all.
+      poll_s: seconds between two looks (the last sleep is cut to the time left).
+      announce: print a line at every look while waiting.
+
+    Returns:
+      A line saying what happened (the load reached, or that the run goes ahead anyway).
+    """
+    if max_wait_s <= 0:
+        return f"no wait asked; {load_text()}"
+    start = time.monotonic()
+    while True:
+        one_minute = load_average()[0]
+        waited = time.monotonic() - start
+        if one_minute < threshold:
+            return f"1-min load {one_minute:.2f} < {threshold} after waiting {waited:.0f} s"
+        if waited >= max_wait_s:
+            return (
+                f"1-min load still {one_minute:.2f} >= {threshold} after waiting {waited:.0f} s: "
+                "ran anyway (figures may be noisy)"
+            )
+        if announce:
+            print(f"  waiting for a quiet machine: {load_text()} ({waited:.0f} s so far)", flush=True)
+        time.sleep(min(poll_s, max_wait_s - waited))
+
+
+def verdict(passed: bool) -> str:
+    """``PASS`` or ``FAIL``."""
+    return "PASS" if passed else "FAIL"
+
+
+def relative_max_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """``max|ours - theirs| / max|theirs|`` in float64 (the plain maximum where ``theirs`` is all zero)."""
+    ours = np.asarray(ours, dtype=np.float64)
+    theirs = np.asarray(theirs, dtype=np.float64)
+    scale = float(np.max(np.abs(theirs)))
+    return float(np.max(np.abs(ours - theirs))) / (scale if scale > 0 else 1.0)
+
+
+def relative_l2_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """``||ours - theirs|| / ||theirs||`` (Euclidean norms over all elements)."""
+    scale = float(np.linalg.norm(theirs))
+    return float(np.linalg.norm(ours - theirs)) / (scale if scale > 0 else 1.0)

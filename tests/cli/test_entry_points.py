@@ -1,6 +1,6 @@
 """The saliencykit command's entry points: the console script, ``python -m saliencykit``, lazy imports.
 
-The commands themselves are tested in ``tests/cli/``.
+The commands themselves are tested in the other files of this folder.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_plot_extra_is_enough_for_the_command_with_your_own_model() -> None:
     (tests/cli/test_explain.py::test_keras_model runs the command with PyTorch hidden.)
     """
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
     extras = pyproject["project"]["optional-dependencies"]
     names = {requirement.split(">")[0].split("=")[0].strip() for requirement in extras["plot"]}
     assert {"matplotlib", "tqdm"} <= names
