@@ -57,28 +57,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
-from ._adapter_checks import (
-    GRADIENT_KEYS,
-    check_class_index,
-    check_one_scalar_per_example,
-    check_target_type,
-    checked_keys,
-    target_from_call_model_args,
-)
-from .core.base import (
-    CONVOLUTION_LAYER_VALUES,
-    CONVOLUTION_OUTPUT_GRADIENTS,
-    GUIDED_INPUT_OUTPUT_GRADIENTS,
-    INPUT_OUTPUT_GRADIENTS,
-    OUTPUT_LAYER_VALUES,
-    CallModelFunction,
-)
+from . import _adapter
+from ._adapter import Adapter, Gradients, check_target_type
+from .core.base import CallModelFunction
 
 __all__ = ["OVERRIDE_CACHE_SIZE", "make_call_model_function", "select_target"]
 
 Target = int | Callable[[jax.Array], jax.Array]
 LayerPair = tuple[Callable[..., jax.Array], Callable[..., jax.Array]]
-LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
 
 #: How many compiled functions are kept for targets given per call through
 #: ``call_model_args`` (least recently used first out). The default target's
@@ -142,19 +128,12 @@ def select_target(outputs: Any, target: Target) -> jax.Array:
         a callable that does not return one scalar per example.
       TypeError: a target that is neither an integer nor a callable.
     """
-    if isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    if not hasattr(outputs, "shape") or len(outputs.shape) < 1:
-        shape = tuple(outputs.shape) if hasattr(outputs, "shape") else type(outputs).__name__
-        raise ValueError(f"the model must return an array with a leading batch axis, got {shape}")
-    batch = outputs.shape[0]
-    if callable(target):
-        selected = target(outputs)
-        has_shape = hasattr(selected, "shape")
-        check_one_scalar_per_example(selected.shape if has_shape else None, type(selected).__name__, batch)
-        return jnp.reshape(selected, (batch,))
-    check_class_index(target, tuple(outputs.shape))
-    return outputs[:, int(target)]
+    return _adapter.select_target(
+        outputs,
+        target,
+        is_array=lambda value: hasattr(value, "shape"),
+        flatten=lambda selected, batch: jnp.reshape(selected, (batch,)),
+    )
 
 
 class _SameObject:
@@ -239,6 +218,15 @@ class _Request(NamedTuple):
     layer: bool
 
 
+#: The :class:`Gradients` fields checked for gradients that are zero by construction.
+_GRADIENT_FIELDS = ("input_gradients", "layer_gradients")
+
+
+def _asks(request: _Request, name: str) -> bool:
+    """Whether ``request`` computes the gradient field ``name``."""
+    return request.input_gradients if name == "input_gradients" else request.layer
+
+
 class _Compiled(NamedTuple):
     """A jitted function and the memo of its structural-zero checks (shape, dtype) -> names."""
 
@@ -294,12 +282,17 @@ def _require_floating(selected: jax.Array) -> None:
         )
 
 
-class _JaxCallModelFunction:
+class _JaxCallModelFunction(Adapter):
     """The ``call_model_function`` that :func:`make_call_model_function` returns.
 
     ``call(x_value_batch, call_model_args=None, expected_keys=None)`` returns a
     dict key -> ``np.ndarray``; see :func:`make_call_model_function`.
     """
+
+    guided_unsupported = GUIDED_NOT_SUPPORTED
+    layer_needed = (
+        "CONVOLUTION_* keys need the layer=(features_fn, head_fn) argument of make_call_model_function"
+    )
 
     def __init__(
         self,
@@ -309,8 +302,8 @@ class _JaxCallModelFunction:
         layer: LayerPair | None,
         preprocess: Callable[[jax.Array], jax.Array] | None,
     ) -> None:
+        super().__init__(target, has_layer=layer is not None)
         self._apply_fn = apply_fn
-        self._target = target
         self._default_key = _target_key(target)
         self._has_params = params is not None
         self._params = params
@@ -321,6 +314,46 @@ class _JaxCallModelFunction:
         # Guards the caches' bookkeeping (the LRU order, evictions); compiled functions run outside it.
         self._cache_lock = threading.Lock()
         self._layer_pair_verified = False
+
+    # ---- the template's operations -----------------------------------------
+
+    def convert(self, x_value_batch: Any) -> jax.Array:
+        return _as_model_input(x_value_batch)
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A writable NumPy copy (arrays from :meth:`gradients` are NumPy copies already)."""
+        return value if isinstance(value, np.ndarray) else np.array(value)
+
+    def forward(self, inputs: jax.Array, target: Target) -> jax.Array:
+        return self._compiled(target, None).function(self._params, inputs)
+
+    def gradients(
+        self, inputs: jax.Array, target: Target, *, want_input: bool, want_layer: bool
+    ) -> Gradients:
+        """One compiled pass; the target's values come with every gradient computation.
+
+        Raises:
+          ValueError: a gradient that is zero by construction, or (on the
+            first Grad-CAM call) a layer pair that does not reproduce ``apply_fn``.
+        """
+        request = _Request(want_input, want_layer)
+        entry = self._compiled(target, request)
+        computed = Gradients(
+            *(None if value is None else np.array(value) for value in entry.function(self._params, inputs))
+        )
+        all_zero = [
+            name for name in _GRADIENT_FIELDS if _asks(request, name) and not getattr(computed, name).any()
+        ]
+        if all_zero and (dead := self._structurally_zero(entry, inputs, target, request, all_zero)):
+            what = "its input" if "input_gradients" in dead else "the Grad-CAM layer's features"
+            raise ValueError(
+                f"the model's output does not depend differentiably on {what}: its gradient is zero "
+                "by construction (does the function cast to integers, round, take an argmax, or use "
+                "jax.lax.stop_gradient?)"
+            )
+        if want_layer and not self._layer_pair_verified:
+            self._verify_layer_pair(inputs, target, computed.selected)
+        return computed
 
     # ---- the model, as pure functions of (params, x) ----------------------
 
@@ -358,7 +391,7 @@ class _JaxCallModelFunction:
 
     def _differentiate(
         self, params: Any, x: jax.Array, target: Target, request: _Request, cotangent: jax.Array | None
-    ) -> dict[str, jax.Array]:
+    ) -> Gradients:
         """The requested gradients of ``sum(cotangent * target)`` (``cotangent`` = ones by default)."""
 
         def weights_like(selected: jax.Array) -> jax.Array:
@@ -366,28 +399,23 @@ class _JaxCallModelFunction:
                 return jnp.ones_like(selected)
             return cotangent.astype(selected.dtype)
 
-        answer: dict[str, jax.Array] = {}
-        if request.layer:
-            if request.input_gradients:
-                features, features_vjp = jax.vjp(lambda x_: self._features(params, x_), x)
-            else:
-                features = self._features(params, x)
-            selected, head_vjp = jax.vjp(
-                lambda features_: select_target(self._call(self._layer[1], params, features_), target),
-                features,
-            )
-            _require_floating(selected)
-            (feature_gradients,) = head_vjp(weights_like(selected))
-            answer[CONVOLUTION_OUTPUT_GRADIENTS] = feature_gradients
-            answer[CONVOLUTION_LAYER_VALUES] = features
-            if request.input_gradients:
-                (answer[INPUT_OUTPUT_GRADIENTS],) = features_vjp(feature_gradients)
-        else:
+        if not request.layer:
             selected, model_vjp = jax.vjp(lambda x_: self._forward(params, x_, target), x)
             _require_floating(selected)
-            (answer[INPUT_OUTPUT_GRADIENTS],) = model_vjp(weights_like(selected))
-        answer[OUTPUT_LAYER_VALUES] = selected
-        return answer
+            (input_gradients,) = model_vjp(weights_like(selected))
+            return Gradients(selected, input_gradients)
+        if request.input_gradients:
+            features, features_vjp = jax.vjp(lambda x_: self._features(params, x_), x)
+        else:
+            features = self._features(params, x)
+        selected, head_vjp = jax.vjp(
+            lambda features_: select_target(self._call(self._layer[1], params, features_), target),
+            features,
+        )
+        _require_floating(selected)
+        (feature_gradients,) = head_vjp(weights_like(selected))
+        input_gradients = features_vjp(feature_gradients)[0] if request.input_gradients else None
+        return Gradients(selected, input_gradients, features, feature_gradients)
 
     # ---- compiled functions, cached per (target, request) -----------------
 
@@ -421,7 +449,7 @@ class _JaxCallModelFunction:
     def _structurally_zero(
         self, entry: _Compiled, x: jax.Array, target: Target, request: _Request, names: Sequence[str]
     ) -> list[str]:
-        """Which gradients among ``names`` are identically zero by construction.
+        """Which gradients among ``names`` (:class:`Gradients` fields) are identically zero by construction.
 
         A gradient is linear in the output's cotangent; if the program computing
         it does not read the cotangent at all, it is zero whatever the input
@@ -430,29 +458,21 @@ class _JaxCallModelFunction:
         """
         memo_key = (tuple(x.shape), str(x.dtype))
         if memo_key not in entry.zero_checks:
-            order = (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_OUTPUT_GRADIENTS)
+            present = [name for name in _GRADIENT_FIELDS if _asks(request, name)]
 
             def probe(params: Any, x_: jax.Array, cotangent: jax.Array) -> list[jax.Array]:
                 answer = self._differentiate(params, x_, target, request, cotangent)
-                return [answer[name] for name in order if name in answer]
+                return [getattr(answer, name) for name in present]
 
             cotangent = jax.ShapeDtypeStruct((x.shape[0],), x.dtype)
             closed = jax.make_jaxpr(probe)(self._params, x, cotangent)
             reached = _outputs_reached(closed.jaxpr, [False] * (len(closed.jaxpr.invars) - 1) + [True])
-            present = [name for name in order if self._asks(request, name)]
             entry.zero_checks[memo_key] = [
                 name for name, flag in zip(present, reached, strict=True) if not flag
             ]
         return [name for name in entry.zero_checks[memo_key] if name in names]
 
-    @staticmethod
-    def _asks(request: _Request, name: str) -> bool:
-        """Whether ``request`` computes the gradient key ``name``."""
-        if name == INPUT_OUTPUT_GRADIENTS:
-            return request.input_gradients
-        return request.layer
-
-    # ---- the call ----------------------------------------------------------
+    # ---- the Grad-CAM layer pair --------------------------------------------
 
     def _verify_layer_pair(self, x: jax.Array, target: Target, head_values: np.ndarray) -> None:
         """Checks (on the first Grad-CAM call) that head_fn(features_fn(x)) gives apply_fn(x)'s target.
@@ -475,69 +495,6 @@ class _JaxCallModelFunction:
                 f"differs from apply_fn(x) on the target by {difference}"
             )
         self._layer_pair_verified = True
-
-    def __call__(
-        self,
-        x_value_batch: np.ndarray,
-        call_model_args: Any = None,
-        expected_keys: Sequence[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Answers ``expected_keys`` (default ``[INPUT_OUTPUT_GRADIENTS]``) for a batch.
-
-        Args:
-          x_value_batch: ``[N, ...]`` NumPy batch, channel-last, passed to the
-            model in that layout.
-          call_model_args: ``None``, or a target override: an int, a callable,
-            or a dict with a ``"target"`` entry.
-          expected_keys: the keys to compute.
-
-        Returns:
-          A dict key -> writable ``np.ndarray``.
-
-        Raises:
-          TypeError, ValueError: see :func:`make_call_model_function`.
-        """
-        keys = checked_keys(expected_keys)
-        if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
-            raise ValueError(GUIDED_NOT_SUPPORTED)
-        want_layer = any(key in LAYER_KEYS for key in keys)
-        if want_layer and self._layer is None:
-            raise ValueError(
-                "CONVOLUTION_* keys need the layer=(features_fn, head_fn) argument of "
-                "make_call_model_function"
-            )
-        target = target_from_call_model_args(call_model_args, self._target)
-        check_target_type(target)
-        x = _as_model_input(x_value_batch)
-
-        if not any(key in GRADIENT_KEYS for key in keys):
-            if OUTPUT_LAYER_VALUES not in keys:
-                return {}
-            values = self._compiled(target, None).function(self._params, x)
-            return {OUTPUT_LAYER_VALUES: np.array(values)}
-
-        # The target's values come with every gradient computation, so asking for
-        # OUTPUT_LAYER_VALUES too shares the compiled function.
-        request = _Request(INPUT_OUTPUT_GRADIENTS in keys, want_layer)
-        entry = self._compiled(target, request)
-        computed = {name: np.array(value) for name, value in entry.function(self._params, x).items()}
-        all_zero = [
-            name
-            for name in (INPUT_OUTPUT_GRADIENTS, CONVOLUTION_OUTPUT_GRADIENTS)
-            if name in computed and not computed[name].any()
-        ]
-        if all_zero:
-            dead = self._structurally_zero(entry, x, target, request, all_zero)
-            if dead:
-                what = "its input" if INPUT_OUTPUT_GRADIENTS in dead else "the Grad-CAM layer's features"
-                raise ValueError(
-                    f"the model's output does not depend differentiably on {what}: its gradient is zero "
-                    "by construction (does the function cast to integers, round, take an argmax, or use "
-                    "jax.lax.stop_gradient?)"
-                )
-        if want_layer and not self._layer_pair_verified:
-            self._verify_layer_pair(x, target, computed[OUTPUT_LAYER_VALUES])
-        return {key: computed[key] for key in keys}
 
 
 def make_call_model_function(

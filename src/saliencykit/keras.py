@@ -41,32 +41,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import difflib
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ._adapter_checks import (
-    GRADIENT_KEYS,
-    check_class_index,
-    check_one_scalar_per_example,
-    checked_keys,
-    target_from_call_model_args,
-)
-from .core.base import (
-    CONVOLUTION_LAYER_VALUES,
-    CONVOLUTION_OUTPUT_GRADIENTS,
-    GUIDED_INPUT_OUTPUT_GRADIENTS,
-    INPUT_OUTPUT_GRADIENTS,
-    OUTPUT_LAYER_VALUES,
-    CallModelFunction,
-)
+from . import _adapter
+from ._adapter import Adapter, Gradients, Holds
+from .core.base import CallModelFunction
 
 __all__ = ["make_call_model_function", "select_target"]
 
@@ -77,7 +61,6 @@ if keras.backend.backend() != "tensorflow":
     )
 
 Target = int | Callable[[tf.Tensor], tf.Tensor]
-LAYER_KEYS = (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS)
 
 #: Activation functions whose backward pass guided backpropagation changes
 #: when a layer holds them as its ``activation`` (``Dense(..., activation="relu")``,
@@ -115,16 +98,9 @@ def select_target(outputs: tf.Tensor | Sequence[tf.Tensor], target: Target) -> t
         one scalar per example.
       TypeError: a target that is neither an integer nor a callable.
     """
-    if isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    batch = outputs.shape[0]
-    if callable(target):
-        selected = target(outputs)
-        is_tensor = tf.is_tensor(selected)
-        check_one_scalar_per_example(selected.shape if is_tensor else None, type(selected).__name__, batch)
-        return tf.reshape(selected, [batch])
-    check_class_index(target, tuple(outputs.shape))
-    return outputs[:, int(target)]
+    return _adapter.select_target(
+        outputs, target, is_array=tf.is_tensor, flatten=lambda selected, batch: tf.reshape(selected, [batch])
+    )
 
 
 # --------------------------------------------------------------------------
@@ -144,24 +120,8 @@ def _find_layer(model: keras.layers.Layer, layer: keras.layers.Layer | str) -> k
       ValueError: no such layer, or a name shared by several layers.
       TypeError: ``layer`` is neither a Keras layer nor a string.
     """
-    layers = _all_layers(model)
-    if isinstance(layer, str):
-        matches = [candidate for candidate in layers if candidate.name == layer]
-        if not matches:
-            close = difflib.get_close_matches(layer, [candidate.name for candidate in layers], n=5)
-            raise ValueError(
-                f"layer {layer!r} is not a layer of the model" + (f"; similar: {close}" if close else "")
-            )
-        if len(matches) > 1:
-            raise ValueError(
-                f"layer name {layer!r} is shared by {len(matches)} layers; pass the layer object"
-            )
-        return matches[0]
-    if isinstance(layer, keras.layers.Layer):
-        if not any(candidate is layer for candidate in layers):
-            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not a layer of the model")
-        return layer
-    raise TypeError(f"layer must be a Keras layer of the model or its name, got {type(layer).__name__}")
+    named = [(candidate.name, candidate) for candidate in _all_layers(model)]
+    return _adapter.find_layer(layer, named, keras.layers.Layer, kind="a Keras layer", member="layer")
 
 
 def _graph_inputs_outputs(model: keras.layers.Layer) -> tuple[list[Any], list[Any]] | None:
@@ -299,60 +259,29 @@ def _is_relu_layer(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.layers.ReLU) and float(layer.negative_slope) == 0.0
 
 
-@dataclass
-class _Swap:
-    """One swapped attribute, shared by the guided calls in flight on its layer."""
-
-    layer: keras.layers.Layer
-    attribute: str
-    original: Any
-    users: int = 0
+#: The guided calls in flight on each swapped layer; the last one out restores the layer.
+_SWAPS = Holds()
 
 
-#: Guards :data:`_SWAPS` and :data:`_HOLDS`; calls of conflicting ``training`` wait on it.
-_CONDITION = threading.Condition()
-#: (id(layer), attribute) -> its swap, while a guided call is in flight on the layer.
-_SWAPS: dict[tuple[int, str], _Swap] = {}
+def _swap_in(layer: keras.layers.Layer) -> tuple[str, Any]:
+    """Replaces the layer's ReLU (its ``activation``, or its ``call``) by the guided wrapper.
+
+    Returns what :func:`_swap_out` needs: the attribute and its original value.
+    """
+    if _is_relu_activation(layer):
+        attribute, original = "activation", layer.activation
+    else:
+        attribute, original = "call", vars(layer).get("call", _MISSING)
+    setattr(layer, attribute, _guided(getattr(layer, attribute)))  # a bound method for "call"
+    return attribute, original
 
 
-def _install_swaps(model: keras.layers.Layer) -> list[_Swap]:
-    """Installs (or joins) the guided wrappers of every ReLU of ``model``; lock held."""
-    joined: list[_Swap] = []
-    for layer in _all_layers(model):
-        for attribute in ("activation", "call"):
-            swap = _SWAPS.get((id(layer), attribute))
-            if swap is not None:
-                swap.users += 1
-                joined.append(swap)
-                break
-        else:
-            if _is_relu_activation(layer):
-                attribute, original = "activation", layer.activation
-            elif _is_relu_layer(layer):
-                attribute, original = "call", vars(layer).get("call", _MISSING)
-            else:
-                continue
-            swap = _Swap(layer, attribute, original, users=1)
-            try:
-                setattr(layer, attribute, _guided(getattr(layer, attribute)))  # bound method for "call"
-            except BaseException:
-                _remove_swaps(joined)
-                raise
-            _SWAPS[(id(layer), attribute)] = swap
-            joined.append(swap)
-    return joined
-
-
-def _remove_swaps(swaps: list[_Swap]) -> None:
-    """Leaves the swaps; the last call out restores the original attribute. Lock held."""
-    for swap in reversed(swaps):
-        swap.users -= 1
-        if swap.users == 0:
-            if swap.original is _MISSING:
-                delattr(swap.layer, swap.attribute)
-            else:
-                setattr(swap.layer, swap.attribute, swap.original)
-            del _SWAPS[(id(swap.layer), swap.attribute)]
+def _swap_out(layer: keras.layers.Layer, saved: tuple[str, Any]) -> None:
+    attribute, original = saved
+    if original is _MISSING:
+        delattr(layer, attribute)
+    else:
+        setattr(layer, attribute, original)
 
 
 @contextlib.contextmanager
@@ -381,21 +310,26 @@ def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
     Raises:
       ValueError: the model has no ReLU that can be swapped.
     """
-    with _CONDITION:
-        swaps = _install_swaps(model)
-        if not swaps:
+
+    def relus() -> list[keras.layers.Layer]:  # swapped already by a call in flight, or a ReLU
+        return [
+            layer
+            for layer in _all_layers(model)
+            if _SWAPS.users(layer) or _is_relu_activation(layer) or _is_relu_layer(layer)
+        ]
+
+    with _SWAPS.hold(relus, "guided", _swap_in, _swap_out) as swapped:
+        if not swapped:
             raise ValueError(
                 "guided backpropagation needs ReLU activations (layers with activation='relu' or "
                 "relu6, keras.layers.Activation('relu'), keras.layers.ReLU); this model has none "
                 "(a relu called as a function inside a subclassed call() cannot be swapped)"
             )
-    reset = _GUIDED_NOW.set(True)
-    try:
-        yield len(swaps)
-    finally:
-        _GUIDED_NOW.reset(reset)
-        with _CONDITION:
-            _remove_swaps(swaps)
+        reset = _GUIDED_NOW.set(True)
+        try:
+            yield len(swapped)
+        finally:
+            _GUIDED_NOW.reset(reset)
 
 
 # --------------------------------------------------------------------------
@@ -403,19 +337,8 @@ def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class _Hold:
-    """The calls in flight on one layer, and the variables to restore after the training ones."""
-
-    training_users: int = 0
-    inference_users: int = 0
-    saved: list[tuple[Any, np.ndarray]] = field(default_factory=list)
-
-
-#: Layer -> its hold, while a call is in flight on it.
-_HOLDS: weakref.WeakKeyDictionary[keras.layers.Layer, _Hold] = weakref.WeakKeyDictionary()
-#: Set inside an adapter call in this thread: a nested call does not wait for itself.
-_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("saliencykit_keras_in_call", default=False)
+#: The calls in flight on each layer; ``training=True`` and ``training=False`` calls exclude each other.
+_TRAINING = Holds()
 
 
 def _restorable_variables(layer: keras.layers.Layer) -> list[Any]:
@@ -428,51 +351,104 @@ def _restorable_variables(layer: keras.layers.Layer) -> list[Any]:
     return [variable for variable in variables if id(variable) not in seeds]
 
 
-@contextlib.contextmanager
-def _holding(model: keras.layers.Layer, training: bool) -> Iterator[None]:
+def _snapshot(layer: keras.layers.Layer) -> list[tuple[Any, np.ndarray]]:
+    return [(variable, np.array(variable.numpy(), copy=True)) for variable in _restorable_variables(layer)]
+
+
+def _assign(layer: keras.layers.Layer, saved: list[tuple[Any, np.ndarray]]) -> None:
+    for variable, value in saved:
+        variable.assign(value)
+
+
+def _holding(model: keras.layers.Layer, training: bool) -> contextlib.AbstractContextManager[Any]:
     """Registers a call with ``training`` on every layer of ``model`` for the block.
 
     Calls with ``training=True`` and ``training=False`` on a shared layer wait
     for each other; the first ``training=True`` call on a layer saves its
     non-trainable variables (:func:`_restorable_variables`) and the last one
-    restores them.
+    restores them (see :class:`saliencykit._adapter.Holds`).
     """
     layers = [model, *_all_layers(model)]
-    counter = "training_users" if training else "inference_users"
-    other = "inference_users" if training else "training_users"
-    with _CONDITION:
-        if not _IN_CALL.get():
-            _CONDITION.wait_for(lambda: all(getattr(_HOLDS.get(lay, _Hold()), other) == 0 for lay in layers))
-        for layer in layers:
-            hold = _HOLDS.get(layer)
-            if hold is None:
-                hold = _HOLDS[layer] = _Hold()
-            if training and hold.training_users == 0:
-                hold.saved = [(v, np.array(v.numpy(), copy=True)) for v in _restorable_variables(layer)]
-            setattr(hold, counter, getattr(hold, counter) + 1)
-    reset = _IN_CALL.set(True)
-    try:
-        yield
-    finally:
-        _IN_CALL.reset(reset)
-        with _CONDITION:
-            for layer in layers:
-                hold = _HOLDS.get(layer)
-                if hold is None:
-                    continue
-                setattr(hold, counter, getattr(hold, counter) - 1)
-                if training and hold.training_users == 0:
-                    for variable, value in hold.saved:
-                        variable.assign(value)
-                    hold.saved = []
-                if hold.training_users == 0 and hold.inference_users == 0:
-                    del _HOLDS[layer]
-            _CONDITION.notify_all()
+    if training:
+        return _TRAINING.hold(layers, True, _snapshot, _assign)
+    return _TRAINING.hold(layers, False)
 
 
 # --------------------------------------------------------------------------
 # The adapter.
 # --------------------------------------------------------------------------
+
+
+class _KerasAdapter(Adapter):
+    """The ``call_model_function`` of :func:`make_call_model_function` (see there)."""
+
+    def __init__(
+        self,
+        model: keras.layers.Layer,
+        target: Target,
+        layer: keras.layers.Layer | str | None,
+        preprocess: Callable[[tf.Tensor], tf.Tensor] | None,
+        training: bool,
+    ) -> None:
+        self.model = model
+        self.input_dtype = _input_dtype(model)
+        self.layer = _find_layer(model, layer) if layer is not None else None
+        super().__init__(target, has_layer=self.layer is not None)
+        self.layer_model = _layer_and_output_model(model, self.layer) if self.layer is not None else None
+        self.preprocess = preprocess
+        self.training = training
+
+    def convert(self, x_value_batch: Any) -> tf.Tensor:
+        array = np.asarray(x_value_batch)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
+        return tf.convert_to_tensor(array.astype(self.input_dtype.as_numpy_dtype, copy=False))
+
+    def holding(self) -> contextlib.AbstractContextManager[Any]:
+        return _holding(self.model, bool(self.training))
+
+    def guided(self) -> contextlib.AbstractContextManager[Any]:
+        return _guided_relus(self.model)
+
+    def to_numpy(self, value: tf.Tensor) -> np.ndarray:
+        return value.numpy()
+
+    def layer_to_numpy(self, value: tf.Tensor) -> np.ndarray:
+        return _channels_last(value.numpy(), self.layer)
+
+    def forward(self, inputs: tf.Tensor, target: Target) -> tf.Tensor:
+        return select_target(self.model(self._preprocessed(inputs), training=self.training), target)
+
+    def gradients(
+        self, inputs: tf.Tensor, target: Target, *, want_input: bool, want_layer: bool
+    ) -> Gradients:
+        if not self.input_dtype.is_floating:
+            raise ValueError(
+                f"the model's input dtype is {self.input_dtype.name}: gradients with respect to an integer "
+                "input do not exist (integer-only model)"
+            )
+        layer_values = None
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(inputs)
+            model_input = self._preprocessed(inputs)
+            if want_layer:
+                layer_values, outputs = self.layer_model(model_input, training=self.training)
+            else:
+                outputs = self.model(model_input, training=self.training)
+            selected = select_target(outputs, target)
+        if not selected.dtype.is_floating:
+            raise ValueError(
+                f"the explained output has dtype {selected.dtype.name}: it does not depend "
+                "differentiably on the input (is the model or target cast to integers?)"
+            )
+        sources = [inputs] * want_input + [layer_values] * want_layer
+        gradients = iter(tape.gradient(selected, sources))
+        input_gradients = next(gradients) if want_input else None
+        layer_gradients = next(gradients) if want_layer else None
+        return Gradients(selected, input_gradients, layer_values, layer_gradients)
+
+    def _preprocessed(self, inputs: tf.Tensor) -> tf.Tensor:
+        return self.preprocess(inputs) if self.preprocess is not None else inputs
 
 
 def make_call_model_function(
@@ -520,8 +496,9 @@ def make_call_model_function(
       (the target, shape ``[N]``), ``CONVOLUTION_LAYER_VALUES`` and
       ``CONVOLUTION_OUTPUT_GRADIENTS`` (``[N, ..., C]``) and
       ``GUIDED_INPUT_OUTPUT_GRADIENTS`` (the batch's shape; see
-      the module docstring). ``expected_keys=None`` means
-      ``[INPUT_OUTPUT_GRADIENTS]``.
+      the module docstring), exactly the keys asked for; ``expected_keys=None``
+      means ``[INPUT_OUTPUT_GRADIENTS]``. It is an instance of the shared
+      template, :class:`saliencykit._adapter.Adapter`.
 
     Raises:
       TypeError: at construction for a model that is not a Keras layer or a
@@ -536,83 +513,4 @@ def make_call_model_function(
         raise TypeError(
             f"model must be a Keras model (keras.Model or keras.layers.Layer), got {type(model).__name__}"
         )
-    input_dtype = _input_dtype(model)
-    numpy_dtype = input_dtype.as_numpy_dtype
-    layer_object = _find_layer(model, layer) if layer is not None else None
-    layer_model = _layer_and_output_model(model, layer_object) if layer_object is not None else None
-
-    def to_tensor(x_value_batch: np.ndarray) -> tf.Tensor:
-        array = np.asarray(x_value_batch)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
-        return tf.convert_to_tensor(array.astype(numpy_dtype, copy=False))
-
-    def forward_and_gradients(
-        x_value_batch: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
-    ) -> dict[str, np.ndarray]:
-        want_layer = not guided and any(key in keys for key in LAYER_KEYS)
-        if want_layer and layer_model is None:
-            raise ValueError("CONVOLUTION_* keys need the layer= argument of make_call_model_function")
-        if not input_dtype.is_floating:
-            raise ValueError(
-                f"the model's input dtype is {input_dtype.name}: gradients with respect to an integer "
-                "input do not exist (integer-only model)"
-            )
-        inputs = to_tensor(x_value_batch)
-        with _guided_relus(model) if guided else contextlib.nullcontext():
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(inputs)
-                model_input = preprocess(inputs) if preprocess is not None else inputs
-                if want_layer:
-                    layer_values, outputs = layer_model(model_input, training=training)
-                else:
-                    outputs = model(model_input, training=training)
-                selected = select_target(outputs, chosen)
-            if not selected.dtype.is_floating:
-                raise ValueError(
-                    f"the explained output has dtype {selected.dtype.name}: it does not depend "
-                    "differentiably on the input (is the model or target cast to integers?)"
-                )
-            sources = [inputs] if guided or INPUT_OUTPUT_GRADIENTS in keys else []
-            if want_layer:
-                sources.append(layer_values)
-            gradients = tape.gradient(selected, sources)
-        if any(gradient is None for gradient in gradients):
-            raise ValueError(
-                "the target does not depend differentiably on the input (or on the Grad-CAM layer): "
-                "the gradient is None. Does the model cast to integers, use stop_gradient, or does a "
-                "callable target ignore the model's output?"
-            )
-        answer: dict[str, np.ndarray] = {}
-        if guided:
-            answer[GUIDED_INPUT_OUTPUT_GRADIENTS] = gradients[0].numpy()
-            return answer
-        if INPUT_OUTPUT_GRADIENTS in keys:
-            answer[INPUT_OUTPUT_GRADIENTS] = gradients.pop(0).numpy()
-        if want_layer:
-            answer[CONVOLUTION_OUTPUT_GRADIENTS] = _channels_last(gradients.pop(0).numpy(), layer_object)
-            answer[CONVOLUTION_LAYER_VALUES] = _channels_last(layer_values.numpy(), layer_object)
-        if OUTPUT_LAYER_VALUES in keys:
-            answer[OUTPUT_LAYER_VALUES] = selected.numpy()
-        return answer
-
-    def call_model_function(
-        x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Answers ``expected_keys`` (default ``[INPUT_OUTPUT_GRADIENTS]``) for a NumPy batch ``[N, ...]``."""
-        keys = checked_keys(expected_keys)
-        chosen = target_from_call_model_args(call_model_args, target)
-        answer: dict[str, np.ndarray] = {}
-        with _holding(model, bool(training)):
-            if any(key in GRADIENT_KEYS for key in keys):
-                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=False))
-            elif OUTPUT_LAYER_VALUES in keys:
-                inputs = to_tensor(x_value_batch)
-                model_input = preprocess(inputs) if preprocess is not None else inputs
-                outputs = model(model_input, training=training)
-                answer[OUTPUT_LAYER_VALUES] = select_target(outputs, chosen).numpy()
-            if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
-                answer.update(forward_and_gradients(x_value_batch, chosen, keys, guided=True))
-        return answer
-
-    return call_model_function
+    return _KerasAdapter(model, target, layer, preprocess, training)

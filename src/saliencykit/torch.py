@@ -45,33 +45,19 @@ overflows; every answer is ``float32``.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._adapter_checks import (
-    GRADIENT_KEYS,
-    check_class_index,
-    check_one_scalar_per_example,
-    checked_keys,
-    target_from_call_model_args,
-)
-from .core.base import (
-    CONVOLUTION_LAYER_VALUES,
-    CONVOLUTION_OUTPUT_GRADIENTS,
-    GUIDED_INPUT_OUTPUT_GRADIENTS,
-    INPUT_OUTPUT_GRADIENTS,
-    OUTPUT_LAYER_VALUES,
-    CallModelFunction,
-)
+from . import _adapter
+from ._adapter import Adapter, Gradients, Holds
+from .core.base import CallModelFunction
 
 __all__ = ["DeviceMismatchError", "make_call_model_function", "normalize", "select_target"]
 
@@ -100,22 +86,30 @@ class DeviceMismatchError(ValueError, RuntimeError):
 def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
     """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
 
+    The rule of every adapter on torch tensors; a tuple or list of outputs
+    means its first element.
+
     Raises:
-      ValueError: a class index out of range, an output that is not
-        ``[batch, classes]`` for an index, or a callable that does not return
-        one scalar per example.
-      TypeError: a target that is neither an integer nor a callable.
+      ValueError, TypeError: a bad target or output, as
+        :func:`saliencykit._adapter.select_target` says (an index out of
+        range, not one scalar per example, neither an int nor a callable).
     """
-    if isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    batch = outputs.shape[0]
-    if callable(target):
-        selected = target(outputs)
-        is_tensor = isinstance(selected, torch.Tensor)
-        check_one_scalar_per_example(selected.shape if is_tensor else None, type(selected).__name__, batch)
-        return selected.reshape(batch)
-    check_class_index(target, tuple(outputs.shape))
-    return outputs[:, target]
+    return _adapter.select_target(
+        outputs,
+        target,
+        is_array=lambda value: isinstance(value, torch.Tensor),
+        flatten=lambda selected, batch: selected.reshape(batch),
+    )
+
+
+def _per_channel(values: Any, name: str) -> np.ndarray:
+    """``mean`` or ``std`` of :func:`normalize` as a float array, checked to be finite, 0-D or 1-D."""
+    array = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, float)
+    if array.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or one value per channel, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {array.tolist()}")
+    return array
 
 
 def normalize(
@@ -144,13 +138,7 @@ def normalize(
       ValueError: ``mean`` or ``std`` that is not a scalar or a 1-D sequence,
         ``std`` with a zero, or non-finite values.
     """
-    mean_array = np.asarray(torch.as_tensor(mean).detach().cpu() if torch.is_tensor(mean) else mean, float)
-    std_array = np.asarray(torch.as_tensor(std).detach().cpu() if torch.is_tensor(std) else std, float)
-    for name, values in (("mean", mean_array), ("std", std_array)):
-        if values.ndim > 1:
-            raise ValueError(f"{name} must be a scalar or one value per channel, got shape {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError(f"{name} must be finite, got {values.tolist()}")
+    mean_array, std_array = _per_channel(mean, "mean"), _per_channel(std, "std")
     if (std_array == 0).any():
         raise ValueError(f"std must be non-zero, got {std_array.tolist()}")
     if not np.isfinite(scale):
@@ -194,19 +182,8 @@ def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _find_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    if isinstance(layer, str):
-        modules = dict(model.named_modules())
-        if layer not in modules:
-            close = [name for name in modules if layer.split(".")[-1] in name][:5]
-            raise ValueError(
-                f"layer {layer!r} is not a module of the model" + (f"; similar: {close}" if close else "")
-            )
-        return modules[layer]
-    if isinstance(layer, nn.Module):
-        if not any(module is layer for module in model.modules()):
-            raise ValueError(f"layer {type(layer).__name__} is not a module of the model")
-        return layer
-    raise TypeError(f"layer must be an nn.Module of the model or its name, got {type(layer).__name__}")
+    named = list(model.named_modules())
+    return _adapter.find_layer(layer, named, nn.Module, kind="an nn.Module", member="module")
 
 
 class _GuidedGradient(torch.autograd.Function):
@@ -222,35 +199,13 @@ class _GuidedGradient(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------
-# Shared state of the models being called: modes, buffers, the current call.
+# The models being called: modes and buffers held per submodule, hooks per call.
 # --------------------------------------------------------------------------
 
-
-@dataclass
-class _Hold:
-    """The adapter calls in flight that hold one module, and what to restore when the last ends."""
-
-    eval_users: int = 0
-    as_is_users: int = 0
-    saved_training: bool = False
-    saved_buffers: list[tuple[str, torch.Tensor, torch.Tensor]] | None = None
-
-
-#: Guards :data:`_HOLDS`; calls of conflicting modes wait on it.
-_CONDITION = threading.Condition()
-#: Module -> its hold, while an adapter call is in flight on it.
-_HOLDS: weakref.WeakKeyDictionary[nn.Module, _Hold] = weakref.WeakKeyDictionary()
-#: The token of the adapter call running in this thread (or task), if any.
-_CURRENT_CALL: contextvars.ContextVar[object | None] = contextvars.ContextVar(
-    "saliencykit_torch_call", default=None
-)
+#: The adapter calls in flight on each submodule (eval-mode and as-is calls exclude each other).
+_MODES = Holds()
 #: Models whose forward pass needs contiguous (not channels-last) input.
 _NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def _calls_in_flight(module: nn.Module) -> int:
-    hold = _HOLDS.get(module)
-    return 0 if hold is None else hold.eval_users + hold.as_is_users
 
 
 def _save_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -272,61 +227,31 @@ def _restore_buffers(module: nn.Module, saved: list[tuple[str, torch.Tensor, tor
                 module._buffers[name] = original
 
 
-@contextlib.contextmanager
-def _model_mode(model: nn.Module, eval_mode: bool) -> Iterator[None]:
+def _training_flag(module: nn.Module) -> bool:
+    return module.training
+
+
+def _restore_training(module: nn.Module, training: bool) -> None:
+    if module.training != training:  # nn.Module.__setattr__ is slow: only where eval() changed it
+        module.training = training
+
+
+def _model_mode(model: nn.Module, eval_mode: bool) -> contextlib.AbstractContextManager[Any]:
     """Runs the block with ``model`` in eval mode (``eval_mode``) or as it is, restoring it afterwards.
 
     Every submodule's ``training`` flag is saved when the first call that
     holds it begins and restored exactly, module by module, when the last one
     ends; with ``eval_mode=False`` its buffers are restored too. A call of the
-    other kind on an overlapping module waits (unless this thread is already
-    inside an adapter call, which would wait for itself).
+    other kind on an overlapping module waits (see :class:`saliencykit._adapter.Holds`).
     """
-    modules = list(model.modules())
-    counter = "eval_users" if eval_mode else "as_is_users"
-    other = "as_is_users" if eval_mode else "eval_users"
-    with _CONDITION:
-        if _CURRENT_CALL.get() is None:
-            _CONDITION.wait_for(lambda: all(getattr(_HOLDS.get(m, _Hold()), other) == 0 for m in modules))
-        for module in modules:
-            hold = _HOLDS.get(module)
-            if hold is None:
-                hold = _HOLDS[module] = _Hold()
-            if getattr(hold, counter) == 0:
-                if eval_mode:
-                    hold.saved_training = module.training
-                else:
-                    hold.saved_buffers = _save_buffers(module)
-            setattr(hold, counter, getattr(hold, counter) + 1)
-        if eval_mode and any(module.training for module in modules):
-            try:
-                model.eval()
-            except BaseException:
-                _release(modules, counter, eval_mode)
-                raise
-    try:
-        yield
-    finally:
-        with _CONDITION:
-            _release(modules, counter, eval_mode)
+    if not eval_mode:
+        return _MODES.hold(model.modules(), "as is", save=_save_buffers, restore=_restore_buffers)
 
+    def switch(modules: list[nn.Module]) -> None:
+        if any(module.training for module in modules):
+            model.eval()
 
-def _release(modules: list[nn.Module], counter: str, eval_mode: bool) -> None:
-    """Ends one call's hold on ``modules``, restoring those it was the last on (lock held)."""
-    for module in modules:
-        hold = _HOLDS.get(module)
-        if hold is None:
-            continue
-        setattr(hold, counter, getattr(hold, counter) - 1)
-        if getattr(hold, counter) == 0:
-            if eval_mode:
-                module.training = hold.saved_training
-            elif hold.saved_buffers is not None:
-                _restore_buffers(module, hold.saved_buffers)
-                hold.saved_buffers = None
-        if hold.eval_users == 0 and hold.as_is_users == 0:
-            del _HOLDS[module]
-    _CONDITION.notify_all()
+    return _MODES.hold(model.modules(), "eval", _training_flag, _restore_training, then=switch)
 
 
 def _acts_for(token: object, module: nn.Module) -> bool:
@@ -336,19 +261,20 @@ def _acts_for(token: object, module: nn.Module) -> bool:
     (one the model's forward started itself, e.g. ``nn.DataParallel``'s
     replicas) only while this call is the only one in flight on the module.
     """
-    current = _CURRENT_CALL.get()
-    return current is token or (current is None and _calls_in_flight(module) == 1)
+    current = _adapter.current_call()
+    return current is token or (current is None and _MODES.users(module) == 1)
 
 
 @contextlib.contextmanager
-def _guided_relus(model: nn.Module, token: object) -> Iterator[None]:
-    """Makes every ReLU/ReLU6 module of ``model`` guided for the call ``token``; hooks removed on exit."""
+def _guided_relus(model: nn.Module) -> Iterator[None]:
+    """Makes every ReLU/ReLU6 module of ``model`` guided for the running call; hooks removed on exit."""
     relus = [module for module in model.modules() if isinstance(module, RELU_TYPES)]
     if not relus:
         raise ValueError(
             "guided backpropagation needs nn.ReLU / nn.ReLU6 modules; this model has none "
             "(a functional relu cannot be hooked)"
         )
+    token = _adapter.current_call()
 
     # The ReLU's own backward multiplies by (input > 0); clamping the gradient
     # that reaches it makes that the guided rule.
@@ -366,15 +292,17 @@ def _guided_relus(model: nn.Module, token: object) -> Iterator[None]:
             handle.remove()
 
 
-def _capture_into(captured: list[torch.Tensor], token: object) -> Callable[..., Any]:
-    """A forward hook that records the layer's output and hands the model a copy (call ``token`` only).
+@contextlib.contextmanager
+def _capturing(layer: nn.Module, captured: list[torch.Tensor]) -> Iterator[None]:
+    """Records the layer's output in the running call's forward pass and hands the model a copy.
 
     The copy keeps the recorded activation intact when an in-place operation
     (``nn.ReLU(inplace=True)``) follows the layer, and gradients still flow to it.
     """
+    token = _adapter.current_call()
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-        if _CURRENT_CALL.get() is not token:
+        if _adapter.current_call() is not token:
             return None
         tensor = output[0] if isinstance(output, (tuple, list)) else output
         captured.append(tensor)
@@ -383,18 +311,11 @@ def _capture_into(captured: list[torch.Tensor], token: object) -> Callable[..., 
             return type(output)([copy, *output[1:]])
         return copy
 
-    return hook
-
-
-@contextlib.contextmanager
-def _call_token() -> Iterator[object]:
-    """A fresh token marking this thread's forward passes as this call's."""
-    token = object()
-    reset = _CURRENT_CALL.set(token)
+    handle = layer.register_forward_hook(hook)
     try:
-        yield token
+        yield
     finally:
-        _CURRENT_CALL.reset(reset)
+        handle.remove()
 
 
 # --------------------------------------------------------------------------
@@ -413,6 +334,22 @@ def _model_devices(model: nn.Module) -> list[torch.device]:
         if not any(tensor.device == known for known in devices):
             devices.append(tensor.device)
     return devices
+
+
+def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device`` (default: the model's first parameter's); ValueError if the model is not there."""
+    model_devices = _model_devices(model)
+    if device is None:
+        first_parameter = next(model.parameters(), None)
+        device = first_parameter.device if first_parameter is not None else (model_devices or ["cpu"])[0]
+    device = torch.device(device)
+    if model_devices and not any(_same_device(device, known) for known in model_devices):
+        raise ValueError(
+            f"device={str(device)!r} but the model's parameters are on {[str(d) for d in model_devices]}; "
+            f"move the model first (model.to({str(device)!r})) or pass device= its device "
+            "(the adapter never moves the model)"
+        )
+    return device
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -439,6 +376,143 @@ def _float_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype in HALF_DTYPES:
         tensor = tensor.float()
     return tensor.cpu().numpy()
+
+
+def _device_error(error: RuntimeError, model: nn.Module, device: torch.device) -> DeviceMismatchError:
+    return DeviceMismatchError(
+        f"the model's input and a tensor it meets are on different devices (torch: {error}). "
+        f"The batch is moved to {str(device)!r}; the model's parameters are on "
+        f"{[str(d) for d in _model_devices(model)]}. Put the model on the device= given to "
+        "make_call_model_function (the adapter never moves it), and create any tensor that "
+        "preprocess uses on that device (or use saliencykit.torch.normalize(mean, std), whose "
+        "constants follow the input)"
+    )
+
+
+# --------------------------------------------------------------------------
+# The adapter: the PyTorch operations of the template.
+# --------------------------------------------------------------------------
+
+
+class _TorchAdapter(Adapter):
+    """The ``call_model_function`` of :func:`make_call_model_function` (see there)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target: Target,
+        layer: nn.Module | str | None,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
+        channels_last_input: bool,
+        eval_mode: bool,
+        device: torch.device | str | None,
+    ) -> None:
+        self.layer = _find_layer(model, layer) if layer is not None else None
+        super().__init__(target, has_layer=self.layer is not None)
+        self.model = model
+        self.device = _resolve_device(model, device)
+        self.model_dtype = _model_dtype(model)
+        self.half = self.model_dtype in HALF_DTYPES
+        self.input_dtype = torch.float32 if self.half else self.model_dtype
+        self.preprocess = preprocess
+        self.channels_last_input = channels_last_input
+        self.eval_mode = eval_mode
+
+    def convert(self, x_value_batch: Any) -> np.ndarray:
+        return _as_array(x_value_batch)
+
+    def holding(self) -> contextlib.AbstractContextManager[Any]:
+        return _model_mode(self.model, self.eval_mode)
+
+    def guided(self) -> contextlib.AbstractContextManager[Any]:
+        return _guided_relus(self.model)
+
+    def to_numpy(self, value: torch.Tensor) -> np.ndarray:
+        return _float_numpy(value)
+
+    def layer_to_numpy(self, value: torch.Tensor) -> np.ndarray:
+        return _float_numpy(_channels_last(value))
+
+    def forward(self, inputs: np.ndarray, target: Target) -> torch.Tensor:
+        with torch.inference_mode():
+            _, outputs = self._run(inputs, requires_grad=False, captured=[])
+            return select_target(outputs, target)
+
+    def gradients(
+        self, inputs: np.ndarray, target: Target, *, want_input: bool, want_layer: bool
+    ) -> Gradients:
+        captured: list[torch.Tensor] = []
+        # Gradients are needed even when the caller runs under no_grad/inference_mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            with _capturing(self.layer, captured) if want_layer else contextlib.nullcontext():
+                leaf, outputs = self._run(inputs, requires_grad=True, captured=captured)
+                selected = select_target(outputs, target)
+            if want_layer and not captured:
+                raise ValueError("the Grad-CAM layer was not called in the model's forward pass")
+            if not selected.requires_grad:
+                raise ValueError(
+                    "the model's output does not depend differentiably on its input "
+                    "(is it detached, computed under torch.no_grad, or cast to integers?)"
+                )
+            sources = [leaf] * want_input + captured[-1:] * want_layer
+            gradients = iter(self._backward(selected, sources))
+        input_gradients = next(gradients) if want_input else None
+        layer_gradients = next(gradients) if want_layer else None
+        return Gradients(selected, input_gradients, captured[-1] if want_layer else None, layer_gradients)
+
+    def _model_input(
+        self, array: np.ndarray, requires_grad: bool, contiguous: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The leaf tensor differentiated against, and the model's input computed from it."""
+        leaf = torch.as_tensor(array).to(device=self.device, dtype=self.input_dtype)
+        shares_caller_memory = leaf.device.type == "cpu" and leaf.data_ptr() == array.ctypes.data
+        leaf.requires_grad_(requires_grad)
+        model_input = _channels_first(leaf) if self.channels_last_input else leaf
+        if contiguous:
+            model_input = model_input.contiguous()
+        # An in-place preprocess (or first operation of the model) must neither
+        # write into the caller's batch nor into the leaf differentiated against.
+        if model_input.data_ptr() == leaf.data_ptr() and (requires_grad or shares_caller_memory):
+            model_input = model_input.clone()  # keeps the channels-last strides
+        if self.preprocess is not None:
+            model_input = self.preprocess(model_input)
+        if self.half and isinstance(model_input, torch.Tensor) and model_input.is_floating_point():
+            model_input = model_input.to(self.model_dtype)
+        return leaf, model_input
+
+    def _run(self, array: np.ndarray, requires_grad: bool, captured: list[torch.Tensor]) -> Any:
+        """The leaf and the model's output for the batch; retries once with contiguous input."""
+        contiguous = self.model in _NEEDS_CONTIGUOUS
+        try:
+            try:
+                leaf, model_input = self._model_input(array, requires_grad, contiguous)
+                return leaf, self.model(model_input)
+            except RuntimeError as error:
+                if contiguous or not self.channels_last_input or _VIEW_ERROR not in str(error):
+                    raise
+                if _channels_first_is_contiguous(array):
+                    raise  # contiguous input would fail the same way
+                _NEEDS_CONTIGUOUS.add(self.model)
+                captured.clear()
+                leaf, model_input = self._model_input(array, requires_grad, contiguous=True)
+                return leaf, self.model(model_input)
+        except RuntimeError as error:
+            if isinstance(error, DeviceMismatchError) or not _DEVICE_ERROR.search(str(error)):
+                raise
+            raise _device_error(error, self.model, self.device) from error
+
+    def _backward(self, selected: torch.Tensor, sources: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The gradients of ``sum(selected)``, summed in float32; float16 overflow lowers the scale."""
+        total = selected.float().sum() if self.half else selected.sum()
+        if self.model_dtype != torch.float16:
+            return list(torch.autograd.grad(total, sources, allow_unused=True))
+        for attempt, scale in enumerate(FLOAT16_GRADIENT_SCALES):
+            last = attempt == len(FLOAT16_GRADIENT_SCALES) - 1
+            gradients = torch.autograd.grad(total * scale, sources, allow_unused=True, retain_graph=not last)
+            finite = all(g is None or bool(torch.isfinite(g).all()) for g in gradients)
+            if finite or last or not bool(torch.isfinite(selected).all()):
+                return [None if g is None else g.float() / scale for g in gradients]
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def make_call_model_function(
@@ -493,7 +567,9 @@ def make_call_model_function(
       answering ``INPUT_OUTPUT_GRADIENTS``, ``OUTPUT_LAYER_VALUES`` (the
       target, shape [N]), ``CONVOLUTION_LAYER_VALUES``,
       ``CONVOLUTION_OUTPUT_GRADIENTS`` and ``GUIDED_INPUT_OUTPUT_GRADIENTS``
-      (float32 for a half-precision model). Safe to call from several threads.
+      (float32 for a half-precision model), exactly the keys asked for. Safe
+      to call from several threads. It is an instance of the shared template,
+      :class:`saliencykit._adapter.Adapter`.
 
     Raises:
       TypeError, ValueError: at construction for a bad layer, or a ``device``
@@ -505,146 +581,4 @@ def make_call_model_function(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layer_module = _find_layer(model, layer) if layer is not None else None
-    model_devices = _model_devices(model)
-    if device is None:
-        first_parameter = next(model.parameters(), None)
-        device = first_parameter.device if first_parameter is not None else (model_devices or ["cpu"])[0]
-    device = torch.device(device)
-    if model_devices and not any(_same_device(device, known) for known in model_devices):
-        raise ValueError(
-            f"device={str(device)!r} but the model's parameters are on {[str(d) for d in model_devices]}; "
-            f"move the model first (model.to({str(device)!r})) or pass device= its device "
-            "(the adapter never moves the model)"
-        )
-    model_dtype = _model_dtype(model)
-    half = model_dtype in HALF_DTYPES
-    input_dtype = torch.float32 if half else model_dtype
-
-    def to_model_layout(
-        array: np.ndarray, requires_grad: bool, contiguous: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        leaf = torch.as_tensor(array).to(device=device, dtype=input_dtype)
-        shares_caller_memory = leaf.device.type == "cpu" and leaf.data_ptr() == array.ctypes.data
-        leaf.requires_grad_(requires_grad)
-        model_input = _channels_first(leaf) if channels_last_input else leaf
-        if contiguous:
-            model_input = model_input.contiguous()
-        # An in-place preprocess (or first operation of the model) must neither
-        # write into the caller's batch nor into the leaf differentiated against.
-        if model_input.data_ptr() == leaf.data_ptr() and (requires_grad or shares_caller_memory):
-            model_input = model_input.clone()  # keeps the channels-last strides
-        if preprocess is not None:
-            model_input = preprocess(model_input)
-        if half and isinstance(model_input, torch.Tensor) and model_input.is_floating_point():
-            model_input = model_input.to(model_dtype)
-        return leaf, model_input
-
-    def run_model(array: np.ndarray, requires_grad: bool, captured: list[torch.Tensor]) -> Any:
-        """The model's output for the batch, and the leaf; retries once with contiguous input."""
-        contiguous = model in _NEEDS_CONTIGUOUS
-        try:
-            try:
-                leaf, model_input = to_model_layout(array, requires_grad, contiguous)
-                return leaf, model(model_input)
-            except RuntimeError as error:
-                if contiguous or not channels_last_input or _VIEW_ERROR not in str(error):
-                    raise
-                if _channels_first_is_contiguous(array):
-                    raise  # contiguous input would fail the same way
-                _NEEDS_CONTIGUOUS.add(model)
-                captured.clear()
-                leaf, model_input = to_model_layout(array, requires_grad, contiguous=True)
-                return leaf, model(model_input)
-        except RuntimeError as error:
-            if isinstance(error, DeviceMismatchError) or not _DEVICE_ERROR.search(str(error)):
-                raise
-            raise DeviceMismatchError(
-                f"the model's input and a tensor it meets are on different devices (torch: {error}). "
-                f"The batch is moved to {str(device)!r}; the model's parameters are on "
-                f"{[str(d) for d in _model_devices(model)]}. Put the model on the device= given to "
-                "make_call_model_function (the adapter never moves it), and create any tensor that "
-                "preprocess uses on that device (or use saliencykit.torch.normalize(mean, std), whose "
-                "constants follow the input)"
-            ) from error
-
-    def backward(selected: torch.Tensor, sources: list[torch.Tensor]) -> list[torch.Tensor | None]:
-        """The gradients of ``sum(selected)``, summed in float32; float16 overflow lowers the scale."""
-        total = selected.float().sum() if half else selected.sum()
-        if model_dtype != torch.float16:
-            return list(torch.autograd.grad(total, sources, allow_unused=True))
-        for attempt, scale in enumerate(FLOAT16_GRADIENT_SCALES):
-            last = attempt == len(FLOAT16_GRADIENT_SCALES) - 1
-            gradients = torch.autograd.grad(total * scale, sources, allow_unused=True, retain_graph=not last)
-            finite = all(g is None or bool(torch.isfinite(g).all()) for g in gradients)
-            if finite or last or not bool(torch.isfinite(selected).all()):
-                return [None if g is None else g.float() / scale for g in gradients]
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def forward_and_gradients(
-        array: np.ndarray, chosen: Target, keys: Sequence[str], guided: bool
-    ) -> dict[str, np.ndarray]:
-        captured: list[torch.Tensor] = []
-        want_layer = any(key in keys for key in (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS))
-        if want_layer and layer_module is None:
-            raise ValueError("CONVOLUTION_* keys need the layer= argument of make_call_model_function")
-        # Gradients are needed even when the caller runs under no_grad/inference_mode.
-        with _call_token() as token, torch.inference_mode(False), torch.enable_grad():
-            handle = (
-                layer_module.register_forward_hook(_capture_into(captured, token)) if want_layer else None
-            )
-            try:
-                with _guided_relus(model, token) if guided else contextlib.nullcontext():
-                    leaf, outputs = run_model(array, requires_grad=True, captured=captured)
-                    selected = select_target(outputs, chosen)
-            finally:
-                if handle is not None:
-                    handle.remove()
-            sources = [leaf] if guided or INPUT_OUTPUT_GRADIENTS in keys else []
-            if want_layer:
-                if not captured:
-                    raise ValueError("the Grad-CAM layer was not called in the model's forward pass")
-                sources.append(captured[-1])
-            if not selected.requires_grad:
-                raise ValueError(
-                    "the model's output does not depend differentiably on its input "
-                    "(is it detached, computed under torch.no_grad, or cast to integers?)"
-                )
-            gradients = backward(selected, sources)
-        if any(gradient is None for gradient in gradients):
-            raise ValueError("the target does not depend on the input (or on the Grad-CAM layer)")
-        answer: dict[str, np.ndarray] = {}
-        if guided:
-            answer[GUIDED_INPUT_OUTPUT_GRADIENTS] = _float_numpy(gradients.pop(0))
-            return answer
-        if INPUT_OUTPUT_GRADIENTS in keys:
-            answer[INPUT_OUTPUT_GRADIENTS] = _float_numpy(gradients.pop(0))
-        if want_layer:
-            answer[CONVOLUTION_OUTPUT_GRADIENTS] = _float_numpy(_channels_last(gradients.pop(0)))
-            answer[CONVOLUTION_LAYER_VALUES] = _float_numpy(_channels_last(captured[-1]))
-        if OUTPUT_LAYER_VALUES in keys:
-            answer[OUTPUT_LAYER_VALUES] = _float_numpy(selected)
-        return answer
-
-    def forward_only(array: np.ndarray, chosen: Target) -> np.ndarray:
-        with _call_token(), torch.inference_mode():
-            _, outputs = run_model(array, requires_grad=False, captured=[])
-            return _float_numpy(select_target(outputs, chosen))
-
-    def call_model_function(
-        x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        keys = checked_keys(expected_keys)
-        chosen = target_from_call_model_args(call_model_args, target)
-        array = _as_array(x_value_batch)
-        answer: dict[str, np.ndarray] = {}
-        with _model_mode(model, eval_mode):
-            if any(key in GRADIENT_KEYS for key in keys):
-                answer.update(forward_and_gradients(array, chosen, keys, guided=False))
-            elif OUTPUT_LAYER_VALUES in keys:
-                answer[OUTPUT_LAYER_VALUES] = forward_only(array, chosen)
-            if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:
-                answer.update(forward_and_gradients(array, chosen, keys, guided=True))
-        return answer
-
-    return call_model_function
+    return _TorchAdapter(model, target, layer, preprocess, channels_last_input, eval_mode, device)
