@@ -373,3 +373,93 @@ def test_check_ragged_value_names_key() -> None:
         check_call_model_output(
             {INPUT_OUTPUT_GRADIENTS: [[1.0, 2.0], [3.0]]}, (2, 2), [INPUT_OUTPUT_GRADIENTS]
         )
+
+
+# --------------------------------------------------------------------------
+# Answers that are not NumPy arrays; huge counts (issue 11, item 13).
+# --------------------------------------------------------------------------
+
+
+def _never_called(x_value_batch, call_model_args=None, expected_keys=None):
+    raise AssertionError("the count must be refused before the first model call")
+
+
+class _TensorLike:
+    """Stands for a framework tensor whose ``__array__`` refuses (a torch tensor requiring grad)."""
+
+    def __init__(self, values: np.ndarray, refuse: bool) -> None:
+        self.values, self.refuse = values, refuse
+
+    def __array__(self, dtype=None, copy=None):
+        if self.refuse:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad.")
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_unconvertible_answer_is_a_type_error_saying_to_return_numpy() -> None:
+    output = {INPUT_OUTPUT_GRADIENTS: _TensorLike(np.ones((1, 3)), refuse=True)}
+    with pytest.raises(TypeError) as info:
+        check_call_model_output(output, (1, 3), [INPUT_OUTPUT_GRADIENTS])
+    message = str(info.value)
+    assert INPUT_OUTPUT_GRADIENTS in message and "_TensorLike" in message
+    assert "return NumPy arrays (e.g. tensor.detach().cpu().numpy())" in message
+    # What converts cleanly (CPU tensors, JAX arrays...) keeps working.
+    good = {INPUT_OUTPUT_GRADIENTS: _TensorLike(np.ones((1, 3)), refuse=False)}
+    np.testing.assert_array_equal(
+        check_call_model_output(good, (1, 3), [INPUT_OUTPUT_GRADIENTS])[INPUT_OUTPUT_GRADIENTS],
+        np.ones((1, 3)),
+    )
+
+
+def test_torch_tensors_requiring_grad_get_the_numpy_advice() -> None:
+    torch = pytest.importorskip("torch")
+    weights = torch.ones(3, requires_grad=True)
+
+    def torch_model(x_batch, call_model_args=None, expected_keys=None):
+        return {INPUT_OUTPUT_GRADIENTS: torch.as_tensor(x_batch) * weights}  # still requires grad
+
+    with pytest.raises(TypeError, match=r"INPUT_OUTPUT_GRADIENTS as torch\.Tensor.*return NumPy arrays"):
+        sk.IntegratedGradients().GetMask(np.ones(3), torch_model, x_steps=2)
+
+    def detached_model(x_batch, call_model_args=None, expected_keys=None):
+        return {INPUT_OUTPUT_GRADIENTS: torch.full(np.shape(x_batch), 2.0, dtype=torch.float64)}
+
+    # A tensor that does not require grad converts cleanly and is accepted: IG = (x - 0) * 2.
+    np.testing.assert_allclose(sk.IntegratedGradients().GetMask(np.ones(3), detached_model, x_steps=2), 2.0)
+
+
+class _MustNotRun(CoreSaliency):
+    def GetMask(self, x_value, call_model_function, call_model_args=None, **kwargs):  # noqa: N802
+        raise AssertionError("bad arguments must be refused before the first mask")
+
+
+def test_huge_nsamples_and_overflowing_noise_are_refused() -> None:
+    method = _MustNotRun()
+    with pytest.raises(ValueError, match=r"nsamples must be an integer <= 10000000"):
+        method.GetSmoothedMask(np.ones(3), None, nsamples=10**12, seed=0)
+    with pytest.raises(
+        ValueError, match=r"stdev_spread \* \(max\(x_value\) - min\(x_value\)\) must be finite"
+    ):
+        method.GetSmoothedMask(np.array([0.0, 1e300]), None, nsamples=2, stdev_spread=1e10, seed=0)
+    with pytest.raises(ValueError, match=r"overflows the noisy inputs to inf"):
+        near_max = np.full(100, 1.79e308)
+        near_max[0] = 0.0  # noise of standard deviation 1.79e308: about half the entries overflow
+        method.GetSmoothedMask(near_max, None, nsamples=2, stdev_spread=1.0, seed=0)
+
+
+def test_smoothed_float16_masks_are_squared_in_float32() -> None:
+    method = _ConstantMask(np.array([300.0, -2.0], dtype=np.float16))  # 300**2 overflows float16
+    smoothed = method.GetSmoothedMask(np.array([0.0, 1.0], dtype=np.float16), None, nsamples=3, seed=0)
+    assert smoothed.dtype == np.float32
+    np.testing.assert_allclose(smoothed, [90000.0, 4.0])
+
+
+def test_counts_beyond_the_limit_are_refused_in_the_batching_helper() -> None:
+    with pytest.raises(ValueError, match=r"number of model inputs must be an integer <= 10000000"):
+        next(call_model_in_batches(_never_called, lambda a, b: np.ones((b - a, 2)), 10**7 + 1, 2))
+    assert sk.base.MAX_MODEL_EVALUATIONS == 10**7
+
+
+def test_check_number_of_an_integer_too_large_for_a_float() -> None:
+    with pytest.raises(ValueError, match="min_pixel_diff must be finite"):
+        base.check_number("min_pixel_diff", 10**400)

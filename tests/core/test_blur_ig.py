@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import saliency.core as reference
 from scipy import ndimage
 from skimage import data, transform
 
-from saliencykit.core import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, BlurIG
+from saliencykit.core import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, BlurIG, blur_ig
 from saliencykit.core.blur_ig import blur_path, gaussian_blur, gaussian_blur_matrix
 
 
@@ -168,3 +170,130 @@ def test_nan_gradients_are_an_error() -> None:
 
     with pytest.raises(ValueError, match="non-finite.*INPUT_OUTPUT_GRADIENTS"):
         BlurIG().GetMask(np.ones((5, 5, 3)), nan_model, steps=3)
+
+
+# --------------------------------------------------------------------------
+# The FFT blur: exactly scipy's zero-padded, truncated Gaussian filter.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 6, 2), (4, 4, 3), (5, 7, 1), (33, 20, 2), (64, 64, 1)])
+def test_fft_blur_equals_scipy_gaussian_filter(shape: tuple[int, int, int]) -> None:
+    """Odd, even, tiny and non-square sizes; sigmas from none to kernels far wider than the image."""
+    image = np.random.default_rng(7).normal(size=shape)
+    scale = np.abs(image).max()
+    for sigma in [0.0, 0.05, 0.1, 0.3, 0.7, 1.0, 2.5, 4.9, 7.0, 12.3, 17.0, 31.7, 50.0]:
+        expected = ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="constant")
+        np.testing.assert_allclose(gaussian_blur(image, sigma), expected, rtol=0, atol=1e-13 * scale)
+        expected_2d = ndimage.gaussian_filter(image[..., 0], sigma, mode="constant")
+        np.testing.assert_allclose(
+            gaussian_blur(image[..., 0], sigma), expected_2d, rtol=0, atol=1e-13 * scale
+        )
+        points, _ = blur_path(image.astype(np.float32), [sigma], 0.01, np.float32)
+        np.testing.assert_allclose(points[0], expected, rtol=0, atol=1e-6 * scale)
+
+
+def test_blur_path_in_any_order_matches_scipy() -> None:
+    """Sigmas out of order (the padding only grows) and derivatives across radius changes."""
+    image = np.random.default_rng(8).normal(size=(23, 30, 2))
+    sigmas = [40.0, 0.0, 3.1, 0.12, 9.0, 0.1, 25.0]
+    grad_step = 0.03  # 0.12 -> 0.15 and 0.1 -> 0.13 cross radius 0 -> 1
+    points, derivatives = blur_path(image, sigmas, grad_step)
+    for sigma, point, derivative in zip(sigmas, points, derivatives, strict=True):
+        before = ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="constant")
+        after = ndimage.gaussian_filter(image, [sigma + grad_step] * 2 + [0], mode="constant")
+        np.testing.assert_allclose(point, before, rtol=0, atol=1e-13 * np.abs(image).max())
+        np.testing.assert_allclose(derivative, (after - before) / grad_step, rtol=0, atol=1e-11)
+
+
+def test_sigma_zero_is_the_image_itself() -> None:
+    image = np.random.default_rng(9).random((6, 5, 3)).astype(np.float32)
+    points, derivatives = blur_path(image, [0.0, 0.05], 0.01, np.float32)
+    np.testing.assert_array_equal(points[0], image)
+    np.testing.assert_array_equal(points[1], image)  # radius 0: no blur at all, as in scipy
+    np.testing.assert_array_equal(derivatives, 0)
+
+
+@pytest.mark.parametrize("sigma", [50.3, 333.3, 4100.2, 20000.7])
+def test_euler_maclaurin_normaliser_equals_the_direct_sum(sigma: float) -> None:
+    radius = int(4 * sigma + 0.5)
+    direct = np.exp(-0.5 / sigma**2 * np.arange(-radius, radius + 1) ** 2).sum()
+    assert blur_ig._kernel_sum_euler_maclaurin(sigma, radius) == pytest.approx(direct, rel=1e-14)
+
+
+def test_huge_sigma_within_the_limit_matches_scipy() -> None:
+    """sigma = 15000 on a 16 x 9 image: the normaliser by Euler-Maclaurin, no 120000-tap kernel."""
+    image = np.random.default_rng(10).random((16, 9, 2))
+    expected = ndimage.gaussian_filter(image, [15000, 15000, 0], mode="constant")
+    np.testing.assert_allclose(gaussian_blur(image, 15000), expected, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Memory: linear in the image, bounded by batch_size; absurd arguments refused.
+# --------------------------------------------------------------------------
+
+
+def zero_gradients(x_batch, call_model_args=None, expected_keys=None):
+    return {INPUT_OUTPUT_GRADIENTS: np.zeros_like(x_batch)}
+
+
+def peak_memory(function) -> int:
+    """Peak bytes allocated (NumPy's allocations included) while ``function()`` runs."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_memory_is_linear_in_the_image_and_bounded_by_batch_size(batch_size: int) -> None:
+    """512 x 512 x 3: the old dense blur matrices took 66 x the image (208 MB) whatever batch_size."""
+    image = np.random.default_rng(11).random((512, 512, 3)).astype(np.float32)
+    peak = peak_memory(lambda: BlurIG().GetMask(image, zero_gradients, steps=4, batch_size=batch_size))
+    # The image's spectrum (~2x at this padding), the float64 total (2x), and per
+    # path point of a call: the point, its derivative, the gradient and their product.
+    assert peak <= (4 * batch_size + 12) * image.nbytes
+
+
+def test_tall_thin_image_takes_little_memory() -> None:
+    """4096 x 4: the old 4096 x 4096 blur matrices took gigabytes for a 64 kB image."""
+    image = np.random.default_rng(12).random((4096, 4))
+    peak = peak_memory(lambda: BlurIG().GetMask(image, zero_gradients, steps=2))
+    assert peak <= 32 * image.nbytes + 2**20
+
+
+def test_largest_accepted_blur_matches_reference(cat_image: np.ndarray) -> None:
+    image = cat_image[:6, :5]
+    limit = blur_ig.max_sigma_for(image.shape)
+    assert limit == 6000 == blur_ig.MAX_SIGMA_PER_SIDE * 6
+    model = TanhModel(image.shape)
+    ours = BlurIG().GetMask(image, model, max_sigma=limit, steps=3)
+    theirs = reference.BlurIG().GetMask(image, model, max_sigma=limit, steps=3)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(max_sigma=1e12), r"max_sigma must give blurs of sigma <= 224000 \(1000 x the image's longest"),
+        (dict(max_sigma=224001), "max_sigma.*224000.*uniform and black"),
+        (dict(max_sigma=1e12, sqrt=True), r"max_sigma.*largest sigma 1e\+06"),
+        (dict(grad_step=1e9), "grad_step.*224000"),
+        (dict(steps=10**10), "steps.*10000000"),
+    ],
+)
+def test_absurd_blurs_and_steps_are_refused_clearly(kwargs: dict, match: str) -> None:
+    """The old code tried to allocate terabytes (a 4e12-tap kernel, 10**10 sigmas)."""
+    with pytest.raises(ValueError, match=match):
+        BlurIG().GetMask(np.zeros((224, 100, 3), np.float32), zero_gradients, **kwargs)
+
+
+def test_absurd_sigma_in_the_blur_functions_is_refused() -> None:
+    with pytest.raises(ValueError, match="sigma must give blurs of sigma <= 4000"):
+        gaussian_blur(np.zeros((4, 3)), 1e12)
+    with pytest.raises(ValueError, match="sigmas must give blurs"):
+        blur_path(np.zeros((4, 3, 1)), [1.0, 1e12], 0.01)
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        gaussian_blur(np.zeros((4, 3)), -1.0)

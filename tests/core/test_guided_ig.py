@@ -164,3 +164,50 @@ def test_wrong_gradient_shape() -> None:
 
     with pytest.raises(ValueError, match=r"INPUT_OUTPUT_GRADIENTS.*\(1, 4\).*\(1, 3\)"):
         GuidedIG().GetMask(np.ones(4), bad_model)
+
+
+# --------------------------------------------------------------------------
+# Sparse inputs and huge step counts (issue 11, items 10 and 13).
+# --------------------------------------------------------------------------
+
+
+def _sparse_digit(n_nonzero: int = 32, seed: int = 0) -> np.ndarray:
+    """A 28 x 28 image, black but for ``n_nonzero`` pixels (an MNIST-like stroke)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((28, 28))
+    image.flat[rng.choice(image.size, n_nonzero, replace=False)] = rng.uniform(0.2, 1.0, n_nonzero)
+    return image
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(x_steps=40), dict(x_steps=30, fraction=0.1, max_dist=0.2), dict(x_steps=25, fraction=0.03)],
+)
+def test_sparse_input_matches_reference(reference_without_numpy2_crash, kwargs: dict) -> None:
+    # 32 of 784 features can move: fewer than the fraction (25% = 196) asks for, so every
+    # feature that can still move is selected (the reference's quantile falls on the
+    # features equal to the baseline); fraction=0.03 (23 features) still picks among them.
+    x_value = _sparse_digit()
+    model = MlpModel(x_value.size, seed=3)
+    ours = GuidedIG().GetMask(x_value, model, x_baseline=np.zeros_like(x_value), **kwargs)
+    theirs = reference_without_numpy2_crash.GetMask(
+        x_value, model, x_baseline=np.zeros_like(x_value), **kwargs
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    assert not ours[x_value == 0].any()
+
+
+def test_sparse_input_completeness() -> None:
+    x_value = _sparse_digit(seed=1)
+    model = MlpModel(x_value.size, seed=5)
+    attribution = GuidedIG().GetMask(x_value, model, x_steps=1000)
+    expected = model.value(x_value) - model.value(np.zeros_like(x_value))
+    assert abs(attribution.sum() - expected) < 0.02 * abs(expected) + 1e-6
+
+
+def test_huge_step_count_is_refused() -> None:
+    def must_not_be_called(x_batch, call_model_args=None, expected_keys=None):
+        raise AssertionError("the step count must be refused before the first model call")
+
+    with pytest.raises(ValueError, match=r"x_steps must be an integer <= 10000000"):
+        GuidedIG().GetMask(np.ones(4), must_not_be_called, x_steps=10**10)

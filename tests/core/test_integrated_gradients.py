@@ -423,3 +423,41 @@ def test_parity_with_reference_default_arguments() -> None:
     expected = reference.IntegratedGradients().GetMask(x, MLPModel(shape))
     actual = IntegratedGradients().GetMask(x, MLPModel(shape))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------
+# float16 inputs and huge step counts (issue 11, item 13).
+# --------------------------------------------------------------------------
+
+
+def test_float16_input_is_computed_in_float32_and_stays_finite() -> None:
+    # A half-precision model: float16 inputs, float16 gradients. (x - baseline) and
+    # (x - baseline) * gradient overflow float16 (largest 65504): the old code returned inf.
+    x = np.array([60000.0, -60000.0, 1000.0, 0.5], dtype=np.float16)
+    baseline = np.array([-60000.0, 60000.0, 0.0, 0.0], dtype=np.float16)
+    received = []
+
+    def half_model(x_batch, call_model_args=None, expected_keys=None):
+        received.append(x_batch.dtype)
+        return {INPUT_OUTPUT_GRADIENTS: np.full(x_batch.shape, 2.0, dtype=np.float16)}
+
+    mask = IntegratedGradients().GetMask(x, half_model, x_baseline=baseline, x_steps=5, batch_size=5)
+    assert mask.dtype == np.float32
+    assert np.isfinite(mask).all()
+    np.testing.assert_allclose(mask, [240000.0, -240000.0, 2000.0, 1.0], rtol=1e-6)
+    assert received == [np.float16]  # the model still gets its own dtype
+
+    details = IntegratedGradients().GetMaskWithDetails(
+        x, LinearModel(np.full(4, 2.0)), x_baseline=baseline, x_steps=3
+    )
+    np.testing.assert_allclose(details.completeness_error, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["linspace", "gausslegendre"])
+def test_huge_x_steps_are_refused_before_allocating(rule: str) -> None:
+    model = LinearModel(np.ones(3))
+    with pytest.raises(
+        ValueError, match=r"x_steps must be an integer <= 10000000 \(the most model evaluations"
+    ):
+        IntegratedGradients().GetMask(np.ones(3), model, x_steps=10**10, integration_rule=rule)
+    assert model.num_calls == 0

@@ -234,8 +234,8 @@ def test_bad_arguments(kwargs, error, message):
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="at least 2 dimension"):
-        Occlusion().GetMask(np.ones(5), linear_model(np.ones(5)), size=2)
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        Occlusion().GetMask(np.float64(5.0), linear_model(1.0), size=1)
     with pytest.raises(ValueError, match="finite"):
         Occlusion().GetMask(np.full((5, 5), np.nan), linear_model(np.ones((5, 5))), size=2)
 
@@ -285,3 +285,141 @@ def test_memory_is_bounded_by_batch_size():
     Occlusion().GetMask(image, linear_model(np.ones_like(image), calls), size=16, stride=16, batch_size=3)
     assert max(len(call["batch"]) for call in calls) == 3
     assert len(calls) == math.ceil((16 + 1) / 3)
+
+
+# --------------------------------------------------------------------------
+# Sequences, per-feature values, huge parameters (issue 11, items 13 and 14).
+# --------------------------------------------------------------------------
+
+
+def brute_force_sequence_occlusion(sequence, model, size, value, stride=1):
+    """Occlusion along axis 0 only, with plain loops; ``value`` broadcast like NumPy does."""
+    fill = np.broadcast_to(value, sequence.shape)
+
+    def score(x):
+        return float(np.asarray(model(x[None])[OUTPUT_LAYER_VALUES]).reshape(-1)[0])
+
+    starts = list(range(0, len(sequence) - size + 1, stride))
+    if starts[-1] != len(sequence) - size:
+        starts.append(len(sequence) - size)
+    original = score(sequence)
+    result = np.zeros(sequence.shape)
+    for start in starts:
+        occluded = sequence.copy()
+        occluded[start : start + size] = fill[start : start + size]
+        result[start : start + size] += original - score(occluded)
+    return result
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_sequence_slides_along_its_one_axis(stride):
+    # size=10 on [L] is a window of 10 steps (the old code refused rank 1).
+    rng = np.random.default_rng(21)
+    sequence = rng.normal(size=40)
+    model = nonlinear_model(rng.normal(size=40))
+    calls = []
+    mask = Occlusion().GetMask(sequence, model, size=10, value=0.5, stride=stride, batch_size=8)
+    expected = brute_force_sequence_occlusion(sequence, model, 10, 0.5, stride)
+    assert mask.shape == (40,)
+    np.testing.assert_allclose(mask, expected, rtol=1e-12, atol=1e-12)
+    # One call on the input plus one per window: 31 windows at stride 1.
+    Occlusion().GetMask(sequence, linear_model(np.ones(40), calls), size=10, batch_size=1000)
+    assert len(calls[0]["batch"]) == 1 + 31
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, np.array([1.0, -2.0, 0.5]), np.linspace(-1, 1, 25 * 3).reshape(25, 3), np.arange(25.0)[:, None]],
+    ids=["number", "per-feature [C]", "full [L, C]", "per-position [L, 1]"],
+)
+def test_sequence_of_feature_vectors_with_per_feature_values(value):
+    # [L, C] is an image unless spatial_axes=1 says it is a sequence of C features.
+    rng = np.random.default_rng(22)
+    sequence = rng.normal(size=(25, 3))
+    model = nonlinear_model(rng.normal(size=(25, 3)))
+    mask = Occlusion().GetMask(sequence, model, size=4, value=value, spatial_axes=1, batch_size=5)
+    expected = brute_force_sequence_occlusion(sequence, model, 4, value)
+    np.testing.assert_allclose(mask, expected, rtol=1e-12, atol=1e-12)
+    assert np.all(mask == mask[:, :1])
+    # The default for rank 2 stays the reference's [H, W] image.
+    image_mask = Occlusion().GetMask(sequence, model, size=3)
+    reference = reference_occlusion.Occlusion().GetMask(sequence, model, size=3)
+    np.testing.assert_allclose(image_mask, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_image_with_one_value_per_channel_and_a_replacement_image():
+    rng = np.random.default_rng(23)
+    image = rng.normal(size=(7, 6, 3))
+    model = nonlinear_model(rng.normal(size=(7, 6, 3)))
+    per_channel = np.array([0.1, -0.2, 0.3])
+    mask = Occlusion().GetMask(image, model, size=(3, 2), value=per_channel, stride=2, batch_size=4)
+
+    def score(x):
+        return float(np.asarray(model(x[None])[OUTPUT_LAYER_VALUES]).reshape(-1)[0])
+
+    expected = np.zeros((7, 6))
+    for top in (0, 2, 4):
+        for left in (0, 2, 4):
+            occluded = image.copy()
+            occluded[top : top + 3, left : left + 2] = per_channel
+            expected[top : top + 3, left : left + 2] += score(image) - score(occluded)
+    np.testing.assert_allclose(mask, np.repeat(expected[..., None], 3, axis=2), rtol=1e-12, atol=1e-12)
+    # A value of the image's shape shows that image inside the window: the image itself changes nothing.
+    assert not Occlusion().GetMask(image, model, size=3, value=image).any()
+
+
+def test_volume_with_three_spatial_axes():
+    rng = np.random.default_rng(24)
+    volume = rng.integers(-3, 4, size=(4, 5, 3, 2)).astype(np.float64)
+    weights = rng.integers(-2, 3, size=volume.shape).astype(np.float64)
+    mask = Occlusion().GetMask(volume, linear_model(weights), size=2, spatial_axes=3, batch_size=50)
+    drop = (weights * volume).sum(axis=-1)  # f(x) - f(x with a window zeroed) = sum of w x over it
+    expected = np.zeros((4, 5, 3))
+    for d in range(3):
+        for h in range(4):
+            for w in range(2):
+                window = (slice(d, d + 2), slice(h, h + 2), slice(w, w + 2))
+                expected[window] += drop[window].sum()
+    np.testing.assert_array_equal(mask[..., 0], expected)
+
+
+def _never_called(x_value_batch, call_model_args=None, expected_keys=None):
+    raise AssertionError("bad arguments must be refused before the first model call")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 3, "stride": 2**63}, r"stride must be at most the image's length .*\(5, 5\)"),
+        ({"size": 3, "stride": (1, 6)}, r"stride must be at most the image's length"),
+        ({"size": (2, 2, 2)}, r"size must be an integer or a pair"),
+        ({"spatial_axes": 4}, r"spatial_axes must be an integer <= 3 \(x_value has shape \(5, 5, 3\)\)"),
+        ({"spatial_axes": 0}, r"spatial_axes must be an integer >= 1"),
+        ({"value": np.zeros(4)}, r"value must be a number or an array that broadcasts to .*\(5, 5, 3\)"),
+        ({"value": np.array([0.0, np.inf, 1.0])}, r"value must be finite"),
+    ],
+)
+def test_bad_arguments_for_sequences_and_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Occlusion().GetMask(np.ones((5, 5, 3)), _never_called, **kwargs)
+
+
+def test_sequence_window_larger_than_the_sequence():
+    with pytest.raises(ValueError, match=r"size must fit inside the sequence: window 10 .*\(8,\)"):
+        Occlusion().GetMask(np.ones(8), _never_called, size=10)
+
+
+def test_too_many_windows_are_refused_before_any_call():
+    # 3200 x 3200 windows of one pixel: more than 10**7 model evaluations.
+    image = np.broadcast_to(np.float32(0.5), (3200, 3200))
+    with pytest.raises(ValueError, match=r"number of windows \+ 1 .* must be an integer <= 10000000"):
+        Occlusion().GetMask(image, _never_called, size=1)
+
+
+def test_float16_input_gives_a_finite_float32_map():
+    image = np.full((4, 4), 100.0, dtype=np.float16)
+    mask = Occlusion().GetMask(image, linear_model(np.full((4, 4), 100.0)), size=3)
+    assert mask.dtype == np.float32
+    assert np.isfinite(mask).all() and mask.max() == 4 * 9 * 100.0 * 100.0  # 360000 > float16's 65504
+    with pytest.raises(ValueError, match=r"value must be representable in x_value's dtype float16"):
+        Occlusion().GetMask(image, _never_called, size=3, value=1e6)

@@ -701,3 +701,91 @@ def test_progress_is_logged_at_debug_and_nothing_is_printed(random_image, caplog
     assert any("masks processed" in record.getMessage() for record in records)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# --------------------------------------------------------------------------
+# Non-image inputs (issue 11, items 8 and 14).
+# --------------------------------------------------------------------------
+
+
+def _square_gradients(x_value_batch, call_model_args=None, expected_keys=None):
+    """Gradients of f(x) = sum(x ** 2)."""
+    return {INPUT_OUTPUT_GRADIENTS: 2 * np.asarray(x_value_batch, dtype=np.float64)}
+
+
+@pytest.mark.parametrize("algorithm", ["full", "fast"])
+def test_one_dimensional_input_with_segments_like_reference(algorithm) -> None:
+    # The reference accepts a sequence [L] with [L] masks: [3, 2, 3] with the
+    # segments {0, 1} and {2} and the attribution [9, 10, 6] gives [9.5, 9.5, 6].
+    x_value = np.array([3.0, 2.0, 3.0])
+    segments = [np.array([True, True, False]), np.array([False, False, True])]
+    attribution = np.array([9.0, 10.0, 6.0])
+    parameters = _params(algorithm=algorithm)
+    parameters.experimental_params["min_pixel_diff"] = 1
+    reference_parameters = _reference_params(algorithm=algorithm)
+    reference_parameters.experimental_params["min_pixel_diff"] = 1
+
+    output = XRAI().GetMaskWithDetails(
+        x_value, _never_called, segments=segments, base_attribution=attribution, extra_parameters=parameters
+    )
+    theirs = reference_xrai.XRAI().GetMaskWithDetails(
+        x_value, None, segments=segments, base_attribution=attribution, extra_parameters=reference_parameters
+    )
+    np.testing.assert_array_equal(output.attribution_mask, [9.5, 9.5, 6.0])
+    np.testing.assert_array_equal(output.attribution_mask, theirs.attribution_mask)
+    np.testing.assert_array_equal(output.segments, theirs.segments)
+
+    # Through Integrated Gradients (the default baselines) too.
+    output = XRAI().GetMaskWithDetails(
+        x_value, _square_gradients, segments=segments, extra_parameters=parameters
+    )
+    theirs = reference_xrai.XRAI().GetMaskWithDetails(
+        x_value, _square_gradients, segments=segments, extra_parameters=reference_parameters
+    )
+    assert output.attribution_mask.shape == (3,)
+    np.testing.assert_allclose(output.attribution_mask, theirs.attribution_mask, atol=1e-6)
+    np.testing.assert_allclose(output.attribution_mask.sum(), 2.5)  # completeness: mean IG sums to 2.5
+
+
+@pytest.mark.parametrize("shape", [(12, 4), (3, 5, 6, 2)], ids=["sequence-LC", "volume-DHWC"])
+def test_other_ranks_with_segments_like_reference(shape) -> None:
+    rng = np.random.default_rng(11)
+    x_value = rng.random(shape)
+    attribution = rng.normal(size=shape)
+    attribution_shape = shape if len(shape) <= 2 else shape[:-1]
+    labels = rng.integers(0, 4, size=attribution_shape)
+    segments = [labels == label for label in range(4)] + [labels <= 1]
+    parameters = _params(flatten_xrai_segments=False)
+    parameters.min_pixel_diff = 1
+    reference_parameters = _reference_params(flatten_xrai_segments=False)
+    reference_parameters.experimental_params["min_pixel_diff"] = 1
+    output = XRAI().GetMaskWithDetails(
+        x_value, _never_called, segments=segments, base_attribution=attribution, extra_parameters=parameters
+    )
+    theirs = reference_xrai.XRAI().GetMaskWithDetails(
+        x_value, None, segments=segments, base_attribution=attribution, extra_parameters=reference_parameters
+    )
+    assert output.attribution_mask.shape == attribution_shape
+    np.testing.assert_array_equal(output.attribution_mask, theirs.attribution_mask)
+    _assert_same_masks(output.segments, theirs.segments)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 6, 6, 3)])
+def test_non_images_without_segments_are_refused_clearly(shape) -> None:
+    x_value = np.random.default_rng(0).random(shape)
+    with pytest.raises(ValueError, match=r"without segments, x_value must be one image") as error:
+        XRAI().GetMask(x_value, _never_called, base_attribution=x_value)
+    message = str(error.value)
+    assert str(shape) in message and "segments=" in message
+
+
+def test_segments_of_the_wrong_shape_for_a_sequence() -> None:
+    with pytest.raises(ValueError, match=r"segments\[0\].*expected \(3,\), got \(4,\)"):
+        XRAI().GetMask(
+            np.ones(3), _never_called, segments=[np.ones(4, dtype=bool)], base_attribution=np.ones(3)
+        )
+
+
+def test_huge_steps_are_refused_before_any_allocation(random_image, linear_weights) -> None:
+    with pytest.raises(ValueError, match=r"extra_parameters.steps must be an integer <= 10000000"):
+        XRAI().GetMask(random_image, LinearModel(linear_weights), extra_parameters=_params(steps=10**10))

@@ -50,11 +50,22 @@ SHAPE_ERROR_MESSAGE = {
 
 CallModelFunction = Callable[..., Mapping[str, Any]]
 
+#: The most model evaluations (inputs sent to ``call_model_function``) that one
+#: count argument may ask for: ``x_steps``, ``nsamples``, the number of
+#: occlusion windows... At a few milliseconds per evaluation, 10**7 is already
+#: hours of model time; larger values are refused up front with a
+#: ``ValueError`` instead of an attempt to allocate their path or sample arrays.
+MAX_MODEL_EVALUATIONS = 10**7
+
+#: Hint added to the error raised when an answer cannot be made a NumPy array.
+RETURN_NUMPY_HINT = "return NumPy arrays (e.g. tensor.detach().cpu().numpy())"
+
 __all__ = [
     "CONVOLUTION_LAYER_VALUES",
     "CONVOLUTION_OUTPUT_GRADIENTS",
     "GUIDED_INPUT_OUTPUT_GRADIENTS",
     "INPUT_OUTPUT_GRADIENTS",
+    "MAX_MODEL_EVALUATIONS",
     "OUTPUT_LAYER_VALUES",
     "CoreSaliency",
     "call_model",
@@ -69,18 +80,47 @@ __all__ = [
 # --------------------------------------------------------------------------
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Returns ``value`` as an ``int`` if it is an integer >= ``minimum``.
+def check_int(
+    name: str, value: Any, minimum: int = 1, maximum: int | None = None, limit_reason: str = ""
+) -> int:
+    """Returns ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
+
+    Args:
+      name: the argument's name, for the error message.
+      value: the value to check.
+      minimum: the smallest value allowed.
+      maximum: the largest value allowed (``None``: no upper bound).
+      limit_reason: words appended to the message when ``value > maximum``,
+        saying where the bound comes from.
 
     Raises:
       TypeError: if ``value`` is not an integer (``bool`` is refused too).
-      ValueError: if ``value < minimum``.
+      ValueError: if ``value < minimum`` or ``value > maximum``.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        reason = f" ({limit_reason})" if limit_reason else ""
+        raise ValueError(f"{name} must be an integer <= {maximum}{reason}, got {value}")
     return int(value)
+
+
+def check_evaluation_count(name: str, value: Any) -> int:
+    """Checks a count of model evaluations: an integer in ``[1, MAX_MODEL_EVALUATIONS]``.
+
+    Raises:
+      TypeError: if ``value`` is not an integer.
+      ValueError: if it is < 1 or > :data:`MAX_MODEL_EVALUATIONS`.
+    """
+    return check_int(
+        name,
+        value,
+        minimum=1,
+        maximum=MAX_MODEL_EVALUATIONS,
+        limit_reason="the most model evaluations one mask may ask for",
+    )
 
 
 def check_number(
@@ -98,7 +138,10 @@ def check_number(
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} must be finite, got an integer too large for a float: {value}") from None
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if minimum is not None:
@@ -174,8 +217,12 @@ def check_call_model_output(
       A new dict with one ``np.ndarray`` per expected key.
 
     Raises:
-      TypeError: if ``output`` is not a mapping or a value is not numeric.
-      ValueError: if a key is missing, has the wrong shape or holds NaN/inf.
+      TypeError: if ``output`` is not a mapping, or a value is not numeric or
+        cannot be converted to a NumPy array (a torch tensor that requires
+        grad or lives on a GPU, for example): the message names the key and
+        the type returned and says to return NumPy arrays.
+      ValueError: if a key is missing, has the wrong shape or holds NaN/inf,
+        or is a ragged nested list.
     """
     if not isinstance(output, Mapping):
         raise TypeError(
@@ -189,12 +236,7 @@ def check_call_model_output(
                 f"call_model_function did not return the expected key {key!r} "
                 f"(it returned keys {sorted(map(str, output))})"
             )
-        try:
-            value = np.asarray(output[key])
-        except ValueError as error:  # ragged nested lists
-            raise ValueError(f"{key} could not be converted to an array: {error}") from None
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"{key} must be a real numeric array, got dtype {value.dtype}")
+        value = _to_numpy(key, output[key])
         if key in FULL_SHAPE_KEYS:
             expected, actual = input_shape, value.shape
         else:
@@ -215,6 +257,51 @@ def check_call_model_output(
             )
         checked[key] = value
     return checked
+
+
+def _type_name(value: Any) -> str:
+    """``module.QualifiedName`` of ``value``'s type (``builtins`` left out)."""
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def _to_numpy(key: str, raw: Any) -> np.ndarray:
+    """Converts one answer to a real numeric NumPy array, or explains why it cannot.
+
+    Anything ``np.asarray`` converts cleanly is accepted (NumPy arrays, lists,
+    CPU tensors of frameworks that implement ``__array__``, JAX arrays). What
+    it cannot convert (a torch tensor that requires grad or lives on a GPU, a
+    TensorFlow symbolic tensor...) is a ``TypeError`` naming the key and the
+    type returned, instead of the framework's own message. No framework is
+    imported: only the conversion is tried.
+
+    Raises:
+      TypeError: not convertible, or not a real numeric array.
+      ValueError: a ragged nested list or tuple.
+    """
+    try:
+        value = np.asarray(raw)
+    except ValueError as error:
+        if isinstance(raw, (list, tuple)):  # ragged nested lists
+            raise ValueError(f"{key} could not be converted to an array: {error}") from None
+        raise _conversion_error(key, raw, error) from error
+    except Exception as error:  # frameworks raise RuntimeError, TypeError...
+        raise _conversion_error(key, raw, error) from error
+    if value.dtype.kind not in "biuf":
+        raise TypeError(
+            f"call_model_function returned {key} as {_type_name(raw)} that converts to a NumPy array "
+            f"of dtype {value.dtype}, not a real numeric array: {RETURN_NUMPY_HINT}"
+        )
+    return value
+
+
+def _conversion_error(key: str, raw: Any, error: BaseException) -> TypeError:
+    """The ``TypeError`` for an answer that ``np.asarray`` refused."""
+    return TypeError(
+        f"call_model_function returned {key} as {_type_name(raw)}, which cannot be converted "
+        f"to a NumPy array ({type(error).__name__}: {error}); {RETURN_NUMPY_HINT}"
+    )
 
 
 def call_model(
@@ -250,8 +337,10 @@ def call_model_in_batches(
       call_model_function: the user's model function.
       make_inputs: ``make_inputs(start, stop)`` returns inputs ``start..stop-1``
         as one array of shape ``[stop - start, ...]``.
-      n_inputs: how many inputs in all (>= 1).
-      batch_size: the most inputs handed to one call (>= 1).
+      n_inputs: how many inputs in all, between 1 and
+        :data:`MAX_MODEL_EVALUATIONS`.
+      batch_size: the most inputs handed to one call (>= 1; values above
+        ``n_inputs`` act as ``n_inputs``).
       call_model_args: passed to every call unchanged.
       expected_keys: keys asked for and checked in every answer.
 
@@ -263,7 +352,7 @@ def call_model_in_batches(
       TypeError, ValueError: for a bad ``batch_size`` or a bad answer.
     """
     batch_size = check_int("batch_size", batch_size)
-    n_inputs = check_int("number of model inputs", n_inputs)
+    n_inputs = check_evaluation_count("number of model inputs", n_inputs)
     for start in range(0, n_inputs, batch_size):
         stop = min(start + batch_size, n_inputs)
         yield (
@@ -355,8 +444,11 @@ class CoreSaliency:
         Args:
           x_value: the un-batched input; integers are converted to floating point.
           call_model_function, call_model_args: as for :meth:`GetMask`.
-          stdev_spread: noise level as a fraction of the input's range (>= 0).
-          nsamples: number of noisy samples (>= 1).
+          stdev_spread: noise level as a fraction of the input's range (>= 0;
+            the resulting standard deviation must be finite; it is computed in
+            ``x_value``'s dtype like the reference, float32 for float16 inputs).
+          nsamples: number of noisy samples, between 1 and
+            :data:`MAX_MODEL_EVALUATIONS`.
           magnitude: average the squared masks (True) or the masks (False).
           seed: ``None`` draws from NumPy's global random state like the
             reference; an ``int`` or ``np.random.Generator`` makes the noise
@@ -366,7 +458,8 @@ class CoreSaliency:
             many noisy samples to the model in one call.
 
         Returns:
-          An array of ``x_value``'s shape.
+          An array of ``x_value``'s shape, in the masks' dtype or float32,
+          whichever is wider (float16 masks give float32).
 
         Raises:
           TypeError, ValueError: for bad arguments or a bad model answer.
@@ -376,22 +469,39 @@ class CoreSaliency:
         """
         x_value = as_float_array("x_value", x_value)
         stdev_spread = check_number("stdev_spread", stdev_spread, minimum=0.0)
-        nsamples = check_int("nsamples", nsamples)
+        nsamples = check_evaluation_count("nsamples", nsamples)
         normal = make_rng(seed)
-        # In x_value's dtype, like the reference, so the same seed gives the same noise.
-        stdev = stdev_spread * (np.max(x_value) - np.min(x_value))
+        # In x_value's dtype, like the reference, so the same seed gives the same noise
+        # (float16 in float32: its range alone may overflow float16).
+        compute = np.result_type(x_value.dtype, np.float32)
+        with np.errstate(over="ignore"):
+            stdev = stdev_spread * (np.max(x_value).astype(compute) - np.min(x_value).astype(compute))
+        if not np.isfinite(stdev):
+            raise ValueError(
+                f"stdev_spread * (max(x_value) - min(x_value)) must be finite, got {stdev} "
+                f"(stdev_spread={stdev_spread}, x_value's range {np.min(x_value)}..{np.max(x_value)} "
+                f"in {x_value.dtype})"
+            )
 
         samples_per_chunk = self._samples_per_chunk(**kwargs)
         total = None
         for start in range(0, nsamples, samples_per_chunk):
             n_chunk = min(samples_per_chunk, nsamples - start)
             noise = normal(0, stdev, (n_chunk,) + x_value.shape)
-            masks = self._masks_of_samples(x_value + noise, call_model_function, call_model_args, **kwargs)
-            if magnitude:
+            with np.errstate(over="ignore"):
+                samples = x_value + noise
+            if not np.isfinite(samples).all():
+                raise ValueError(
+                    f"stdev_spread={stdev_spread} gives noise (standard deviation {stdev}) that "
+                    "overflows the noisy inputs to inf: use a smaller stdev_spread"
+                )
+            masks = self._masks_of_samples(samples, call_model_function, call_model_args, **kwargs)
+            dtype = np.result_type(masks.dtype, np.float32)
+            if magnitude:  # squared in float32 at least: float16 squares overflow from 256 on
+                masks = masks.astype(dtype, copy=False)
                 masks = masks * masks
             chunk_sum = masks.sum(axis=0, dtype=np.float64)
             total = chunk_sum if total is None else total + chunk_sum
-            dtype = np.result_type(masks.dtype, np.float32)
         return (total / nsamples).astype(dtype)
 
     def _samples_per_chunk(self, **kwargs: Any) -> int:

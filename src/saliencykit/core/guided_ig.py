@@ -30,7 +30,7 @@ from .base import (
     as_float_array,
     baseline_like,
     call_model,
-    check_int,
+    check_evaluation_count,
     check_number,
 )
 
@@ -55,7 +55,10 @@ def guided_ig_path(
       x_baseline: the path's start, same shape.
       grad_func: ``grad_func(x)`` returns the gradient at ``x`` (same shape).
       steps: number of steps (model calls), >= 1.
-      fraction: fraction in (0, 1] of the features moved in one iteration.
+      fraction: fraction in (0, 1] of the features moved in one iteration
+        (the quantile is taken over all features, those equal to the baseline
+        counting as unmovable; when fewer features than that can move, all
+        that can are selected).
       max_dist: the most a feature may run ahead of or lag behind the straight
         line, as a fraction of the path, in [0, 1].
     """
@@ -77,7 +80,12 @@ def guided_ig_path(
     x = base.copy()
     x_full = x_baseline.copy()
     attr = np.zeros_like(x)
+    # The reference takes the quantile over every feature, the non-moving ones
+    # sorting last (infinite gradient). When the quantile falls among those (fewer
+    # moving features than the fraction asks for: sparse inputs), every moving
+    # feature that can still move is selected.
     quantile_index = int(math.floor(fraction * (len(x_input) - 1)))
+    quantile_among_moving = quantile_index < len(moving)
 
     for step in range(steps):
         if all_moving:
@@ -112,7 +120,10 @@ def guided_ig_path(
 
         while not math.isclose(l1_target, l1_current, rel_tol=EPSILON, abs_tol=EPSILON):
             keyed = np.maximum(abs_grad, excluded.astype(abs_grad.dtype) * largest)
-            threshold = np.partition(keyed, quantile_index)[quantile_index]
+            if quantile_among_moving:
+                threshold = np.partition(keyed, quantile_index)[quantile_index]
+            else:
+                threshold = largest
             if threshold < largest:
                 selected = (keyed <= threshold).astype(np.float64)
             else:  # the quantile falls on an excluded entry: take every candidate
@@ -161,9 +172,13 @@ class GuidedIG(CoreSaliency):
           call_model_function: answers ``INPUT_OUTPUT_GRADIENTS``.
           call_model_args: passed to every call unchanged.
           x_baseline: the path's start, ``x_value``'s shape; zeros if ``None``.
-          x_steps: number of steps, one model call each (>= 1).
+          x_steps: number of steps, one model call each, between 1 and
+            :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS`.
           fraction: fraction in (0, 1] of the features with the smallest
             absolute gradient moved in each iteration; 1 gives straight-line IG.
+            Features equal to the baseline never move but count in the
+            fraction, as in the reference; when fewer features can move than
+            the fraction asks for (a sparse input), all that can are moved.
           max_dist: the most any feature may deviate from the straight line, as
             a fraction of the path, in [0, 1]; 0 gives straight-line IG (with
             the right-Riemann rule), 1 the unbounded method.
@@ -177,10 +192,12 @@ class GuidedIG(CoreSaliency):
 
         FIX over the reference: it crashes on NumPy >= 2.4 (the removed
         ``np.quantile(interpolation=...)``) and never ends on NaN gradients.
+        (Sparse inputs, where most features equal the baseline, give the
+        reference's result.)
         """
         x_value = as_float_array("x_value", x_value)
         x_baseline = baseline_like("x_baseline", x_baseline, x_value)
-        x_steps = check_int("x_steps", x_steps)
+        x_steps = check_evaluation_count("x_steps", x_steps)
         fraction = check_number("fraction", fraction, minimum=0.0, maximum=1.0, minimum_inclusive=False)
         max_dist = check_number("max_dist", max_dist, minimum=0.0, maximum=1.0)
         input_dtype = x_value.dtype

@@ -68,19 +68,29 @@ class IntegratedGradients(CoreSaliency):
 
         Args:
           x_value: the un-batched input, any shape; integers become floats (the
-            reference wraps uint8 differences around: FIX).
+            reference wraps uint8 differences around: FIX). The path points
+            handed to the model are in ``x_value``'s dtype; ``x - baseline``,
+            the gradient average and the product are computed in float32 at
+            least (float16 overflows from 65504 on: the reference returns
+            ``inf``; FIX).
           call_model_function: answers ``INPUT_OUTPUT_GRADIENTS``.
           call_model_args: passed to every call unchanged.
           x_baseline: the path's start, ``x_value``'s shape; zeros if ``None``.
-          x_steps: number of gradient evaluations (>= 1; the reference accepts
-            0 and divides by zero: FIX).
-          batch_size: the most path points sent to the model in one call.
+          x_steps: number of gradient evaluations, between 1 and
+            :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS` (the
+            reference accepts 0 and divides by zero, and tries to allocate
+            its path for any count: FIX).
+          batch_size: the most path points sent to the model in one call
+            (values above ``x_steps`` act as ``x_steps``).
           integration_rule: one of :data:`~saliencykit.core.integration.INTEGRATION_RULES`;
             the default ``"linspace"`` is the reference's rule.
 
         Returns:
-          The attribution, ``x_value``'s shape. For a linear model with weights
-          ``w`` it is exactly ``(x - baseline) * w`` under every rule.
+          The attribution, ``x_value``'s shape, in the widest of the
+          gradients' dtype, ``x_value``'s and float32 (float32 for float32 or
+          float16 inputs and gradients, float64 when either is float64). For a
+          linear model with weights ``w`` it is exactly ``(x - baseline) * w``
+          under every rule.
 
         Raises:
           TypeError, ValueError: bad arguments, or a bad model answer.
@@ -88,7 +98,10 @@ class IntegratedGradients(CoreSaliency):
         x_value = as_float_array("x_value", x_value)
         x_baseline = baseline_like("x_baseline", x_baseline, x_value)
         alphas, weights = integration_points(integration_rule, x_steps)
-        x_diff = x_value - x_baseline
+        # float32 at least: a float16 difference (and the final product) overflows
+        # from 65504 on. float32 and float64 inputs compute as the reference.
+        compute_dtype = np.result_type(x_value.dtype, x_baseline.dtype, np.float32)
+        x_diff = x_value.astype(compute_dtype, copy=False) - x_baseline.astype(compute_dtype, copy=False)
         expand = (slice(None),) + (None,) * x_value.ndim
 
         def path_points(start: int, stop: int) -> np.ndarray:
@@ -103,7 +116,7 @@ class IntegratedGradients(CoreSaliency):
             # einsum, not tensordot: a BLAS call between model calls leaves BLAS
             # threads spinning into the next call (measured 2.4x slower model calls).
             average_gradient += np.einsum("b,b...->...", weights[start:stop], gradients)
-            dtype = np.result_type(gradients.dtype, x_value.dtype)
+            dtype = np.result_type(gradients.dtype, x_value.dtype, np.float32)
         return (x_diff * average_gradient).astype(dtype)
 
     def GetMaskWithDetails(  # noqa: N802

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import check_int
+from .base import MAX_MODEL_EVALUATIONS, check_int
 
 #: The reference library's rule: ``linspace(0, 1, n)`` with equal weights 1/n.
 LINSPACE = "linspace"
@@ -40,10 +40,19 @@ def integration_points(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]
         exact for polynomial gradients of degree up to ``2n - 1``.
 
     Raises:
-      ValueError: unknown rule, or too few steps for it.
+      ValueError: unknown rule, too few steps for it, or more than
+        :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS` (one model
+        evaluation per point: larger counts are refused before any array is
+        allocated).
       TypeError: ``n_steps`` not an integer.
     """
-    n_steps = check_int("x_steps", n_steps, minimum=2 if rule == "riemann_trapezoid" else 1)
+    n_steps = check_int(
+        "x_steps",
+        n_steps,
+        minimum=2 if rule == "riemann_trapezoid" else 1,
+        maximum=MAX_MODEL_EVALUATIONS,
+        limit_reason="the most model evaluations one mask may ask for",
+    )
     uniform = np.full(n_steps, 1.0 / n_steps)
     if rule == LINSPACE:
         return np.linspace(0, 1, n_steps), uniform

@@ -1,10 +1,12 @@
 """Occlusion sensitivity (Zeiler and Fergus 2014, "Visualizing and Understanding
 Convolutional Networks", arXiv 1311.2901).
 
-A window filled with a constant slides over the image; for every position the
-drop of the explained output, ``f(x) - f(x_occluded)``, is added to every pixel
-the window covers. Positive values mark evidence for the output, negative
-values evidence against it.
+A window filled with a constant (or with per-feature values) slides over the
+image, or along a sequence; for every position the drop of the explained
+output, ``f(x) - f(x_occluded)``, is added to every pixel (step) the window
+covers. Positive values mark evidence for the output, negative values evidence
+against it. Rank 1 inputs are sequences, rank 2 and more images, unless
+``spatial_axes`` says otherwise (see :class:`Occlusion`).
 
 The occluded copies are built lazily, ``batch_size`` at a time, so memory stays
 bounded by ``batch_size`` copies of the input whatever its size. The map is
@@ -15,7 +17,9 @@ axis at a time.
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,29 +30,66 @@ from .base import (
     CoreSaliency,
     as_float_array,
     call_model_in_batches,
+    check_evaluation_count,
     check_int,
     check_number,
     scalar_outputs,
 )
 
-__all__ = ["Occlusion", "window_origins", "sum_over_windows"]
+__all__ = ["Occlusion", "window_origins", "sum_over_windows", "IMAGE_SPATIAL_AXES"]
+
+#: Spatial axes of an input of rank >= 2 unless ``spatial_axes`` says otherwise:
+#: ``[H, W]`` and ``[H, W, C, ...]`` are images (the reference's behaviour).
+IMAGE_SPATIAL_AXES = 2
 
 
-def _pair_of_ints(name: str, value: Any) -> tuple[int, int]:
-    """Returns ``value`` (an int, or a pair of ints for rows and columns) as a pair, each >= 1.
+def _ints_per_axis(name: str, value: Any, n_axes: int) -> tuple[int, ...]:
+    """Returns ``value`` (an int, or one int per spatial axis) as ``n_axes`` ints, each >= 1.
 
     Raises:
-      TypeError: if it is neither an integer nor a pair of integers.
-      ValueError: if an entry is < 1 or a sequence does not have two entries.
+      TypeError: if it is neither an integer nor a sequence of integers.
+      ValueError: if an entry is < 1 or a sequence does not have ``n_axes`` entries.
     """
+    expected = "a pair of integers (rows, columns)" if n_axes == 2 else f"{n_axes} integers (one per axis)"
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        single = check_int(name, value)
-        return single, single
+        return (check_int(name, value),) * n_axes
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise TypeError(f"{name} must be an integer or a pair of integers, got {value!r}")
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an integer or a pair (rows, columns), got {value!r}")
-    return check_int(f"{name}[0]", value[0]), check_int(f"{name}[1]", value[1])
+        raise TypeError(f"{name} must be an integer or {expected}, got {value!r}")
+    if len(value) != n_axes:
+        raise ValueError(
+            f"{name} must be an integer or {expected} for {n_axes} spatial axis(es), got {value!r}"
+        )
+    return tuple(check_int(f"{name}[{axis}]", entry) for axis, entry in enumerate(value))
+
+
+def _fill_values(value: Any, x_value: np.ndarray) -> float | np.ndarray:
+    """Returns ``value`` as a finite number or an array of ``x_value``'s shape (a broadcast view).
+
+    Raises:
+      TypeError: if it is not numeric.
+      ValueError: if it is not finite, not representable in ``x_value``'s
+        dtype, or an array that does not broadcast to ``x_value``'s shape.
+    """
+    if np.ndim(value) == 0:
+        scalar = value.item() if isinstance(value, (np.ndarray, np.generic)) else value
+        fill: float | np.ndarray = check_number("value", scalar)
+        fills = np.asarray(fill)
+    else:
+        fills = as_float_array("value", value)
+        try:
+            fill = np.broadcast_to(fills, x_value.shape)
+        except ValueError:
+            raise ValueError(
+                f"value must be a number or an array that broadcasts to x_value's shape {x_value.shape} "
+                f"(NumPy rules: trailing axes aligned, e.g. one value per channel), got shape {fills.shape}"
+            ) from None
+    with np.errstate(over="ignore"):
+        in_dtype = fills.astype(x_value.dtype)
+    if not np.isfinite(in_dtype).all():
+        raise ValueError(
+            f"value must be representable in x_value's dtype {x_value.dtype}: it overflows to inf"
+        )
+    return fill
 
 
 def window_origins(length: int, window: int, stride: int) -> np.ndarray:
@@ -108,11 +149,22 @@ class Occlusion(CoreSaliency):
     (the explained output) per example: shape ``[batch]`` or ``[batch, 1]``.
     No gradients are needed.
 
-    With the defaults (``size=15``, ``stride=1``, ``batch_size=1``) the map and
-    the calls are those of the reference library: one call on the input, then
-    one per window. ``batch_size`` groups the input and the occluded copies
-    into calls of that many examples (the input is the first example of the
-    first call): ``ceil((n_windows + 1) / batch_size)`` calls in all.
+    The window slides over the input's leading *spatial* axes and covers the
+    remaining (feature, channel) axes whole. Which axes are spatial:
+
+    - rank 1, ``[L]``: a sequence; the window slides along its one axis;
+    - rank 2 or more: an image, ``[H, W]`` or ``[H, W, C, ...]``; the window
+      slides over the first two axes (the reference's behaviour);
+    - ``spatial_axes=1`` makes a rank-2 ``[L, C]`` input (or ``[L, C, ...]``)
+      a sequence of feature vectors; ``spatial_axes=3`` a volume ``[D, H, W, C]``.
+      Rank 2 is ambiguous (``[H, W]`` or ``[L, C]``), so it stays an image
+      unless ``spatial_axes`` says otherwise.
+
+    With the defaults (``size=15``, ``stride=1``, ``batch_size=1``) on an image
+    the map and the calls are those of the reference library: one call on the
+    input, then one per window. ``batch_size`` groups the input and the
+    occluded copies into calls of that many examples (the input is the first
+    example of the first call): ``ceil((n_windows + 1) / batch_size)`` calls in all.
     """
 
     expected_keys = [OUTPUT_LAYER_VALUES]
@@ -122,65 +174,103 @@ class Occlusion(CoreSaliency):
         x_value: np.ndarray,
         call_model_function: CallModelFunction,
         call_model_args: Any = None,
-        size: int | tuple[int, int] = 15,
-        value: float = 0,
-        stride: int | tuple[int, int] = 1,
+        size: int | Sequence[int] = 15,
+        value: float | np.ndarray = 0,
+        stride: int | Sequence[int] = 1,
         batch_size: int = 1,
+        spatial_axes: int | None = None,
     ) -> np.ndarray:
         """Returns the occlusion mask of ``x_value``.
 
         Args:
-          x_value: the un-batched input, ``[H, W]`` or ``[H, W, C]`` (more
-            trailing axes are allowed; windows slide over the first two axes
-            and cover all the others). Integers become floats.
+          x_value: the un-batched input: a sequence ``[L]`` (or ``[L, C]`` with
+            ``spatial_axes=1``), an image ``[H, W]`` or ``[H, W, C]`` (more
+            trailing axes are allowed and covered whole). Integers become
+            floats. See the class docstring for which axes are spatial.
           call_model_function: answers ``OUTPUT_LAYER_VALUES``, one scalar per
             example (``[batch]`` or ``[batch, 1]``).
           call_model_args: passed to every call unchanged.
-          size: the window, ``size x size`` for an int or ``(height, width)``
-            for a pair; each between 1 and the image's size along its axis.
-          value: the number written into the window (every channel).
-          stride: step between window starts, an int or ``(rows, columns)``,
-            each >= 1. Windows start at ``0, stride, 2 stride, ...`` while they
-            fit; when the image's far edge is not reached exactly, one extra
-            row (column) of windows is placed flush with it, so every pixel is
-            covered when ``stride <= size`` (see :func:`window_origins`). With
-            ``stride > size`` pixels between windows get no score (zero).
+          size: the window: an int for the same length along every spatial
+            axis (``size x size`` on an image, ``size`` steps on a sequence),
+            or one int per spatial axis (``(height, width)`` on an image);
+            each between 1 and the input's length along its axis.
+          value: what is written into the window: a number (every feature and
+            channel), or an array that broadcasts to ``x_value``'s shape by
+            NumPy's rules (trailing axes aligned): ``[C]`` gives one value per
+            channel or feature, ``x_value``'s shape a full replacement input
+            (the window shows that input's values there), ``[L, 1]`` one value
+            per position of an ``[L, C]`` sequence. It must be finite in
+            ``x_value``'s dtype.
+          stride: step between window starts, an int or one int per spatial
+            axis, each between 1 and the input's length along its axis.
+            Windows start at ``0, stride, 2 stride, ...`` while they fit;
+            when the far edge is not reached exactly, one extra window is
+            placed flush with it, so every position is covered when ``stride
+            <= size`` (see :func:`window_origins`). With ``stride > size``
+            positions between windows get no score (zero).
           batch_size: the most examples (input or occluded copies) sent to the
-            model in one call; memory holds at most that many copies.
+            model in one call; memory holds at most that many copies (values
+            above the number of windows + 1 act as that number).
+          spatial_axes: how many leading axes are spatial (1, 2, 3... at most
+            ``x_value.ndim``); ``None`` (default): 1 for a rank-1 input, 2
+            otherwise.
 
         Returns:
-          The map, ``x_value``'s shape and floating dtype: for each pixel, the
-          sum over the windows covering it of ``f(x) - f(x_occluded)``, the
-          same value in every channel.
+          The map, ``x_value``'s shape, floating point (``x_value``'s dtype,
+          float32 for float16): for each position, the sum over the windows
+          covering it of ``f(x) - f(x_occluded)``, the same value in every
+          feature or channel.
 
         Raises:
-          TypeError, ValueError: bad arguments (a window larger than the image,
-            ``size``, ``stride`` or ``batch_size`` < 1, an input with fewer than
-            two axes); a missing, misshapen or non-finite model answer, or an
-            answer with more than one value per example.
+          TypeError, ValueError: bad arguments (a window or stride larger than
+            the input, ``size``, ``stride`` or ``batch_size`` < 1, a ``value``
+            that does not broadcast, more than
+            :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS` model
+            evaluations); a missing, misshapen or non-finite model answer, or
+            an answer with more than one value per example.
 
         FIX over the reference: a window larger than the image is an error (the
         reference silently returns zeros); integer inputs are computed in
         floating point (the reference truncates the scores to the input's
         integer dtype). An ``OUTPUT_LAYER_VALUES`` with several values per
         example is an error: the reference takes ``values[0]`` and broadcasts
-        that vector into the map, which only works by accident of shapes.
+        that vector into the map, which only works by accident of shapes. The
+        reference fails on rank-1 inputs and takes one number as ``value``.
         """
-        x_value = as_float_array("x_value", x_value, min_ndim=2)
-        window_rows, window_cols = _pair_of_ints("size", size)
-        stride_rows, stride_cols = _pair_of_ints("stride", stride)
-        fill_value = check_number("value", value)
+        x_value = as_float_array("x_value", x_value, min_ndim=1)
+        if spatial_axes is None:
+            n_spatial = 1 if x_value.ndim == 1 else IMAGE_SPATIAL_AXES
+        else:
+            n_spatial = check_int(
+                "spatial_axes",
+                spatial_axes,
+                maximum=x_value.ndim,
+                limit_reason=f"x_value has shape {x_value.shape}",
+            )
+        spatial_shape = x_value.shape[:n_spatial]
+        windows = _ints_per_axis("size", size, n_spatial)
+        strides = _ints_per_axis("stride", stride, n_spatial)
+        fill = _fill_values(value, x_value)
         batch_size = check_int("batch_size", batch_size)
-        height, width = x_value.shape[:2]
-        if window_rows > height or window_cols > width:
+        kind = {1: "sequence", 2: "image"}.get(n_spatial, "input")
+        if any(window > length for window, length in zip(windows, spatial_shape, strict=True)):
             raise ValueError(
-                f"size must fit inside the image: window {window_rows}x{window_cols} "
-                f"for x_value of shape {x_value.shape}"
+                f"size must fit inside the {kind}: window {'x'.join(map(str, windows))} for "
+                f"x_value of shape {x_value.shape} (spatial shape {spatial_shape})"
+            )
+        if any(step > length for step, length in zip(strides, spatial_shape, strict=True)):
+            raise ValueError(
+                f"stride must be at most the {kind}'s length along each spatial axis {spatial_shape}, "
+                f"got {'x'.join(map(str, strides))}"
             )
 
-        row_origins = window_origins(height, window_rows, stride_rows)
-        col_origins = window_origins(width, window_cols, stride_cols)
-        n_windows = len(row_origins) * len(col_origins)
+        origins = [
+            window_origins(length, window, step)
+            for length, window, step in zip(spatial_shape, windows, strides, strict=True)
+        ]
+        counts = tuple(len(axis_origins) for axis_origins in origins)
+        n_windows = math.prod(counts)
+        check_evaluation_count(f"the number of windows + 1 (size={size!r}, stride={stride!r})", n_windows + 1)
 
         def occluded_copies(start: int, stop: int) -> np.ndarray:
             # Example 0 is the input itself; example k >= 1 hides window k - 1.
@@ -188,9 +278,12 @@ class Occlusion(CoreSaliency):
             for copy, example in zip(batch, range(start, stop), strict=True):
                 if example == 0:
                     continue
-                row_index, col_index = divmod(example - 1, len(col_origins))
-                top, left = row_origins[row_index], col_origins[col_index]
-                copy[top : top + window_rows, left : left + window_cols] = fill_value
+                position = np.unravel_index(example - 1, counts)
+                window = tuple(
+                    slice(int(axis_origins[index]), int(axis_origins[index]) + length)
+                    for axis_origins, index, length in zip(origins, position, windows, strict=True)
+                )
+                copy[window] = fill if np.ndim(fill) == 0 else fill[window]
             return batch
 
         outputs = np.empty(n_windows + 1, dtype=np.float64)
@@ -204,11 +297,12 @@ class Occlusion(CoreSaliency):
         ):
             outputs[start:stop] = scalar_outputs(answer[OUTPUT_LAYER_VALUES])
 
-        score_drops = outputs[0] - outputs[1:].reshape(len(row_origins), len(col_origins))
-        drops_at_origins = np.zeros((height, width), dtype=np.float64)
-        drops_at_origins[np.ix_(row_origins, col_origins)] = score_drops
-        pixel_scores = sum_over_windows(drops_at_origins, window_rows, axis=0)
-        pixel_scores = sum_over_windows(pixel_scores, window_cols, axis=1)
+        score_drops = outputs[0] - outputs[1:].reshape(counts)
+        position_scores = np.zeros(spatial_shape, dtype=np.float64)
+        position_scores[np.ix_(*origins)] = score_drops
+        for axis, window in enumerate(windows):
+            position_scores = sum_over_windows(position_scores, window, axis=axis)
 
-        trailing = (None,) * (x_value.ndim - 2)
-        return np.broadcast_to(pixel_scores[(...,) + trailing], x_value.shape).astype(x_value.dtype)
+        trailing = (None,) * (x_value.ndim - n_spatial)
+        dtype = np.result_type(x_value.dtype, np.float32)
+        return np.broadcast_to(position_scores[(...,) + trailing], x_value.shape).astype(dtype)

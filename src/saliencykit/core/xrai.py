@@ -56,6 +56,7 @@ from .base import (
     CallModelFunction,
     CoreSaliency,
     as_float_array,
+    check_evaluation_count,
     check_int,
     check_number,
 )
@@ -104,21 +105,23 @@ XRAI_ALGORITHMS = (FULL, FAST)
 
 @dataclass(frozen=True, eq=False)
 class SegmentPixels:
-    """A list of masks over an ``[H, W]`` image, as sorted flat pixel indices.
+    """A list of masks over an ``[H, W]`` image (or any shape), as sorted flat pixel indices.
 
     Mask ``i`` holds the pixels ``indices[indptr[i]:indptr[i + 1]]`` (flat,
     row-major indices into the image, ascending, so in the order in which
     ``image[mask]`` visits them). This is the CSR form of the boolean
-    ``[n_masks, H * W]`` incidence matrix.
+    ``[n_masks, H * W]`` incidence matrix. The searches work on any shape
+    (``[L]`` sequences, ``[D, H, W]`` volumes); the Felzenszwalb segments and
+    their dilation are ``[H, W]`` only.
 
     Attributes:
-      image_shape: ``(H, W)``.
+      image_shape: ``(H, W)``, or the shape of the attribution the masks cover.
       indptr: ``[n_masks + 1]`` offsets into ``indices``.
       indices: ``[nnz]`` flat pixel indices. Both are int32 (int64 only when
         the image or the number of entries needs it), as ``scipy.sparse`` uses.
     """
 
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, ...]
     indptr: np.ndarray
     indices: np.ndarray
 
@@ -137,7 +140,7 @@ class SegmentPixels:
         return self.indices[self.indptr[mask_index] : self.indptr[mask_index + 1]]
 
     def to_masks(self) -> list[np.ndarray]:
-        """Returns the masks as a list of ``[H, W]`` boolean arrays."""
+        """Returns the masks as a list of boolean arrays of ``image_shape``."""
         return [_pixels_to_mask(self.pixels(i), self.image_shape) for i in range(self.n_masks)]
 
 
@@ -148,13 +151,14 @@ def _pixels_to_mask(pixels: np.ndarray, image_shape: tuple[int, ...]) -> np.ndar
     return mask.reshape(image_shape)
 
 
-def segment_pixels_from_masks(masks: Any, image_shape: tuple[int, int]) -> SegmentPixels:
-    """Converts user-given segments (a sequence of ``[H, W]`` masks) to :class:`SegmentPixels`.
+def segment_pixels_from_masks(masks: Any, image_shape: tuple[int, ...]) -> SegmentPixels:
+    """Converts user-given segments (a sequence of masks, e.g. ``[H, W]``) to :class:`SegmentPixels`.
 
     Args:
-      masks: a sequence (list, tuple or ``[N, H, W]`` array) of masks, each of
-        shape ``image_shape``, boolean or holding only 0 and 1.
-      image_shape: ``(H, W)``, the attribution's shape.
+      masks: a sequence (list, tuple or ``[N, *image_shape]`` array) of masks,
+        each of shape ``image_shape``, boolean or holding only 0 and 1.
+      image_shape: the attribution's shape: ``(H, W)`` for an image, ``(L,)``
+        for a sequence, any shape in general.
 
     Returns:
       The masks, in the given order.
@@ -165,21 +169,25 @@ def segment_pixels_from_masks(masks: Any, image_shape: tuple[int, int]) -> Segme
       ValueError: if a mask's shape differs from ``image_shape`` or a mask holds
         values other than 0 and 1.
     """
+    image_shape = tuple(int(length) for length in image_shape)
     if isinstance(masks, np.ndarray):
-        if masks.ndim != 3:
+        if masks.ndim != len(image_shape) + 1:
+            expected = "[N, H, W]" if len(image_shape) == 2 else "[N, *attribution shape]"
             raise ValueError(
-                "segments given as one array must have shape [N, H, W] = "
-                f"[N, {image_shape[0]}, {image_shape[1]}], got {masks.shape}"
+                f"segments given as one array must have shape {expected} = "
+                f"[N, {', '.join(map(str, image_shape))}], got {masks.shape}"
             )
     elif not isinstance(masks, Sequence) or isinstance(masks, str):
-        raise TypeError(f"segments must be a list of [H, W] boolean masks, got {type(masks).__name__}")
+        raise TypeError(
+            f"segments must be a list of boolean masks of shape {image_shape}, got {type(masks).__name__}"
+        )
     pixel_lists = []
     for index, mask in enumerate(masks):
         mask = np.asarray(mask)
-        if mask.shape != tuple(image_shape):
+        if mask.shape != image_shape:
             raise ValueError(
-                f"segments[{index}] must have the shape of the image's attribution [H, W]: "
-                f"expected {tuple(image_shape)}, got {mask.shape}"
+                f"segments[{index}] must have the shape of the image's attribution [H, W] (the "
+                f"input's shape without its channel axis): expected {image_shape}, got {mask.shape}"
             )
         if mask.dtype != bool:
             if mask.dtype.kind not in "biuf":
@@ -192,7 +200,7 @@ def segment_pixels_from_masks(masks: Any, image_shape: tuple[int, int]) -> Segme
     indptr = np.zeros(len(sizes) + 1, dtype=index_dtype)
     np.cumsum(sizes, out=indptr[1:], dtype=index_dtype)
     indices = np.concatenate(pixel_lists).astype(index_dtype) if pixel_lists else np.zeros(0, index_dtype)
-    return SegmentPixels((int(image_shape[0]), int(image_shape[1])), indptr, indices)
+    return SegmentPixels(image_shape, indptr, indices)
 
 
 def _radix_order(keys: Sequence[np.ndarray]) -> np.ndarray:
@@ -491,7 +499,7 @@ def _incidence_matrices(segments: SegmentPixels) -> tuple[sparse.csr_array, spar
     The CSC form lists, for every pixel ``p``, the masks holding it:
     ``csc.indices[csc.indptr[p]:csc.indptr[p + 1]]``.
     """
-    n_pixels = segments.image_shape[0] * segments.image_shape[1]
+    n_pixels = math.prod(segments.image_shape)
     ones = np.ones(len(segments.indices), dtype=np.float64)
     csr = sparse.csr_array((ones, segments.indices, segments.indptr), shape=(segments.n_masks, n_pixels))
     return csr, csr.tocsc()
@@ -567,15 +575,16 @@ def xrai_full_search(
 
     Args:
       attr: ``[H, W]`` finite attribution (any real dtype; densities are
-        ``np.mean`` of it, so in its precision like the reference).
-      segments: the candidate masks over ``[H, W]``.
+        ``np.mean`` of it, so in its precision like the reference); any
+        other shape works the same way (``[L]``, ``[D, H, W]``).
+      segments: the candidate masks over ``attr``'s shape.
       area_threshold: stop once the covered fraction exceeds this.
       min_pixel_diff: the fewest new pixels a mask must add to stay a
         candidate (values below 1 act as 1: a mask that adds nothing is dropped).
 
     Returns:
-      The float64 ``[H, W]`` map (``-inf`` where no region was added), and the
-      added regions' flat pixels and gains in the order they were added.
+      The float64 map of ``attr``'s shape (``-inf`` where no region was added),
+      and the added regions' flat pixels and gains in the order they were added.
     """
     attr_flat = np.ravel(attr)
     n_pixels = attr_flat.size
@@ -686,12 +695,12 @@ def xrai_fast_search(attr: np.ndarray, segments: SegmentPixels, min_pixel_diff: 
     allowed (the reference fails on it: FIX).
 
     Args:
-      attr: ``[H, W]`` finite attribution.
-      segments: the candidate masks over ``[H, W]``.
+      attr: ``[H, W]`` (or any shape) finite attribution.
+      segments: the candidate masks over ``attr``'s shape.
       min_pixel_diff: the fewest new pixels a mask must add to be used.
 
     Returns:
-      The float64 ``[H, W]`` map (``-inf`` where no region was added), and the
+      The float64 map of ``attr``'s shape (``-inf`` where no region was added), and the
       added regions' flat pixels and gains in the order they were added.
     """
     attr_flat = np.ravel(attr)
@@ -833,13 +842,15 @@ class XRAIOutput:
     """What :meth:`XRAI.GetMaskWithDetails` returns (the reference's class).
 
     Attributes:
-      attribution_mask: float64 ``[H, W]`` XRAI map.
+      attribution_mask: float64 ``[H, W]`` XRAI map (the attribution's shape:
+        ``[L]`` for a sequence given with ``segments``).
       baselines: the IG baselines used (list of ``x_value``-shaped arrays), or
         ``None`` when ``base_attribution`` was given.
       ig_attribution: with ``return_ig_attributions``: the list of IG
         attributions (one per baseline), or the given ``base_attribution``.
       segments: with ``return_xrai_segments``: an int ``[H, W]`` image of ranks
-        ``1..N``, or the list of ``[H, W]`` boolean masks in rank order.
+        ``1..N``, or the list of ``[H, W]`` boolean masks in rank order (the
+        attribution's shape in general).
     """
 
     attribution_mask: np.ndarray
@@ -855,7 +866,15 @@ class XRAI(CoreSaliency):
     or ``base_attribution``) is reduced to ``[H, W]`` by the maximum over
     channels, and regions (Felzenszwalb segments, dilated) are added in order
     of attribution density; see :func:`xrai_full_search` and
-    :func:`xrai_fast_search`.
+    :func:`xrai_fast_search`. Non-image inputs (sequences ``[L]``, volumes)
+    work when their ``segments`` are given; see :meth:`GetMaskWithDetails`.
+
+    Example::
+
+        params = XRAIParameters(steps=50, algorithm="fast", return_xrai_segments=True)
+        params.experimental_params["min_pixel_diff"] = 10  # or params.min_pixel_diff = 10
+        output = XRAI().GetMaskWithDetails(image, call_model_function, extra_parameters=params)
+        output.attribution_mask  # [H, W] map; output.segments: [H, W] ranks 1..N
 
     ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS`` (it is only
     called by Integrated Gradients, ``steps`` points per baseline in calls of
@@ -965,7 +984,7 @@ class XRAI(CoreSaliency):
         batch_size: int = 1,
         extra_parameters: XRAIParameters | None = None,
     ) -> np.ndarray:
-        """Returns the XRAI map of ``x_value``: float64 ``[H, W]``.
+        """Returns the XRAI map of ``x_value``: float64 ``[H, W]`` (see :meth:`GetMaskWithDetails`).
 
         See :meth:`GetMaskWithDetails` for the arguments and errors.
         """
@@ -993,16 +1012,27 @@ class XRAI(CoreSaliency):
     ) -> XRAIOutput:
         """Runs XRAI on one image and returns the map with the details asked for.
 
+        Input shapes (the reference's rules): the attribution (IG, or
+        ``base_attribution``) of an input of rank 3 or more is reduced by the
+        maximum over its last (channel) axis; rank 1 and 2 are kept as they
+        are. Without ``segments``, ``x_value`` must be an image, ``[H, W]`` or
+        ``[H, W, C]`` (Felzenszwalb segments images). With ``segments``, any
+        input of rank >= 1 works: a sequence ``[L]`` with ``[L]`` masks, an
+        ``[L, C]`` input with ``[L, C]`` masks (rank 2 is not reduced), a
+        volume ``[D, H, W, C]`` with ``[D, H, W]`` masks.
+
         Args:
-          x_value: the un-batched image, ``[H, W]`` or ``[H, W, C]``, finite.
+          x_value: the un-batched input, finite: an image ``[H, W]`` or
+            ``[H, W, C]``; any rank >= 1 when ``segments`` is given.
           call_model_function: answers ``INPUT_OUTPUT_GRADIENTS`` for a batch
             ``[B, *x_value.shape]``; unused when ``base_attribution`` is given.
           call_model_args: passed to every model call unchanged.
           baselines: IG baselines, each of ``x_value``'s shape; default an
             all-``min(x)`` and an all-``max(x)`` image.
-          segments: candidate regions, a sequence of ``[H, W]`` boolean masks;
-            default: Felzenszwalb segments of ``x_value`` at six scales, each
-            dilated by a disk of radius 5.
+          segments: candidate regions, a sequence of boolean masks of the
+            attribution's shape (``[H, W]`` for an image); default:
+            Felzenszwalb segments of ``x_value`` at six scales, each dilated
+            by a disk of radius 5.
           base_attribution: a precomputed attribution of ``x_value``'s shape to
             use instead of IG (then the model is not called).
           batch_size: the most IG path points per model call.
@@ -1014,8 +1044,15 @@ class XRAI(CoreSaliency):
         Raises:
           ValueError: unknown algorithm; ``base_attribution``, a baseline or a
             segment of the wrong shape; NaN/inf in the image or attribution;
-            an image that is not ``[H, W]`` or ``[H, W, C]``; a bad model answer.
+            without ``segments``, an input that is not ``[H, W]`` or
+            ``[H, W, C]``; ``steps`` above
+            :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS`; a bad model
+            answer.
           TypeError: non-numeric inputs or parameters of the wrong type.
+
+        FIX over the reference: an input that is not an image without
+        ``segments`` is a clear ``ValueError`` (the reference fails inside
+        scikit-image).
         """
         params = XRAIParameters() if extra_parameters is None else extra_parameters
         algorithm = params.algorithm
@@ -1028,11 +1065,14 @@ class XRAI(CoreSaliency):
         )
 
         x_array = np.asarray(x_value)
-        x_float = as_float_array("x_value", x_array, min_ndim=2)
-        if x_array.ndim not in (2, 3):
+        x_float = as_float_array("x_value", x_array, min_ndim=1)
+        attribution_shape = x_array.shape if x_array.ndim <= 2 else x_array.shape[:-1]
+        if segments is None and x_array.ndim not in (2, 3):
             raise ValueError(
-                f"x_value must be one image [H, W] or [H, W, C] without a batch dimension, "
-                f"got shape {x_array.shape}"
+                "without segments, x_value must be one image [H, W] or [H, W, C] without a batch "
+                f"dimension (XRAI's default segmentation is Felzenszwalb's, for images), got shape "
+                f"{x_array.shape}; for other data (sequences [L], volumes...) pass segments=: a "
+                f"list of boolean masks of the attribution's shape {attribution_shape}"
             )
 
         if base_attribution is not None:
@@ -1050,7 +1090,7 @@ class XRAI(CoreSaliency):
             ig_attributions: Any = base_attribution
             attr = base_attribution
         else:
-            steps = check_int("extra_parameters.steps", params.steps)
+            steps = check_evaluation_count("extra_parameters.steps", params.steps)
             _logger.debug("Computing IG...")
             x_baselines = self._make_baselines(x_float, baselines)
             ig_attributions = self._get_integrated_gradients(
@@ -1062,7 +1102,7 @@ class XRAI(CoreSaliency):
                 batch_size=batch_size,
             )
             attr = np.mean(ig_attributions, axis=0)
-        if attr.ndim > 2:
+        if attr.ndim > 2:  # the reference's rule: the last axis of rank 3+ is channels
             attr = _attr_aggregation_max(attr)
         if attr.dtype.kind == "f" and not np.isfinite(attr).all():
             raise ValueError("The attribution (base_attribution or IG) holds NaN or inf values")
