@@ -268,7 +268,8 @@ def _as_model_input(x_value_batch: Any) -> jax.Array:
         raise TypeError(f"x_value_batch must be a real numeric array, got dtype {array.dtype}")
     if array.ndim < 1:
         raise ValueError(f"x_value_batch must have a leading batch axis, got shape {array.shape}")
-    keep_float64 = array.dtype == np.float64 and jax.config.jax_enable_x64
+    # jax's Config defines its flags as attributes at run time (setattr), unknown to its type hints.
+    keep_float64 = array.dtype == np.float64 and jax.config.jax_enable_x64  # type: ignore[attr-defined]
     return jnp.asarray(array.astype(np.float64 if keep_float64 else np.float32, copy=False))
 
 
@@ -357,6 +358,12 @@ class _JaxCallModelFunction(Adapter):
 
     # ---- the model, as pure functions of (params, x) ----------------------
 
+    def _layer_pair(self) -> LayerPair:
+        """The ``layer=(features_fn, head_fn)`` pair (the template asks for it only when there is one)."""
+        if self._layer is None:
+            raise ValueError(self.layer_needed)
+        return self._layer
+
     def _call(self, function: Callable[..., Any], params: Any, value: jax.Array) -> Any:
         """``function(params, value)``, or ``function(value)`` when the adapter has no params."""
         return function(params, value) if self._has_params else function(value)
@@ -375,7 +382,7 @@ class _JaxCallModelFunction(Adapter):
         Raises:
           ValueError: anything else (a tuple, a lost batch axis, integers).
         """
-        features = self._call(self._layer[0], params, self._model_input(x))
+        features = self._call(self._layer_pair()[0], params, self._model_input(x))
         if not isinstance(features, jax.Array) or features.ndim < 2 or features.shape[0] != x.shape[0]:
             shape = tuple(features.shape) if hasattr(features, "shape") else type(features).__name__
             raise ValueError(
@@ -404,17 +411,18 @@ class _JaxCallModelFunction(Adapter):
             _require_floating(selected)
             (input_gradients,) = model_vjp(weights_like(selected))
             return Gradients(selected, input_gradients)
+        features_vjp: Callable[..., Any] | None = None
         if request.input_gradients:
             features, features_vjp = jax.vjp(lambda x_: self._features(params, x_), x)
         else:
             features = self._features(params, x)
         selected, head_vjp = jax.vjp(
-            lambda features_: select_target(self._call(self._layer[1], params, features_), target),
+            lambda features_: select_target(self._call(self._layer_pair()[1], params, features_), target),
             features,
         )
         _require_floating(selected)
         (feature_gradients,) = head_vjp(weights_like(selected))
-        input_gradients = features_vjp(feature_gradients)[0] if request.input_gradients else None
+        input_gradients = features_vjp(feature_gradients)[0] if features_vjp is not None else None
         return Gradients(selected, input_gradients, features, feature_gradients)
 
     # ---- compiled functions, cached per (target, request) -----------------
@@ -426,6 +434,7 @@ class _JaxCallModelFunction(Adapter):
         evicted while another thread still runs it stays valid for that run.
         """
         target_key = _target_key(target)
+        key: Any
         if target_key == self._default_key:
             cache, key = self._default_cache, request
         else:

@@ -410,6 +410,12 @@ class _KerasAdapter(Adapter):
     def guided(self) -> contextlib.AbstractContextManager[Any]:
         return _guided_relus(self.model)
 
+    def _layer_model(self) -> keras.Model:
+        """The model answering (layer values, outputs) (the template asks for it only with a layer)."""
+        if self.layer_model is None:
+            raise ValueError(self.layer_needed)
+        return self.layer_model
+
     def to_numpy(self, value: tf.Tensor) -> np.ndarray:
         return value.numpy()
 
@@ -432,7 +438,7 @@ class _KerasAdapter(Adapter):
             tape.watch(inputs)
             model_input = self._preprocessed(inputs)
             if want_layer:
-                layer_values, outputs = self.layer_model(model_input, training=self.training)
+                layer_values, outputs = self._layer_model()(model_input, training=self.training)
             else:
                 outputs = self.model(model_input, training=self.training)
             selected = select_target(outputs, target)

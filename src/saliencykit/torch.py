@@ -341,7 +341,10 @@ def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torc
     model_devices = _model_devices(model)
     if device is None:
         first_parameter = next(model.parameters(), None)
-        device = first_parameter.device if first_parameter is not None else (model_devices or ["cpu"])[0]
+        if first_parameter is not None:
+            device = first_parameter.device
+        else:
+            device = model_devices[0] if model_devices else "cpu"
     device = torch.device(device)
     if model_devices and not any(_same_device(device, known) for known in model_devices):
         raise ValueError(
@@ -427,6 +430,12 @@ class _TorchAdapter(Adapter):
     def guided(self) -> contextlib.AbstractContextManager[Any]:
         return _guided_relus(self.model)
 
+    def _layer(self) -> nn.Module:
+        """The Grad-CAM layer (the template asks for it only when there is one)."""
+        if self.layer is None:
+            raise ValueError(self.layer_needed)
+        return self.layer
+
     def to_numpy(self, value: torch.Tensor) -> np.ndarray:
         return _float_numpy(value)
 
@@ -444,7 +453,7 @@ class _TorchAdapter(Adapter):
         captured: list[torch.Tensor] = []
         # Gradients are needed even when the caller runs under no_grad/inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
-            with _capturing(self.layer, captured) if want_layer else contextlib.nullcontext():
+            with _capturing(self._layer(), captured) if want_layer else contextlib.nullcontext():
                 leaf, outputs = self._run(inputs, requires_grad=True, captured=captured)
                 selected = select_target(outputs, target)
             if want_layer and not captured:

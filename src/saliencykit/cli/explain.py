@@ -189,7 +189,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 dpi=args.dpi,
             )
             if args.save_maps:
-                maps = {r.name.replace("-", "_"): r.saliency_map for r in results}
+                # Any: numpy's stub would also match these keywords to savez_compressed's allow_pickle.
+                maps: dict[str, Any] = {r.name.replace("-", "_"): r.saliency_map for r in results}
                 outputs["maps"] = str(
                     staged.write_with("maps.npz", lambda file: np.savez_compressed(file, **maps))
                 )

@@ -18,13 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import core as saliency
-from ..core.base import (
-    CONVOLUTION_LAYER_VALUES,
-    CONVOLUTION_OUTPUT_GRADIENTS,
-    GUIDED_INPUT_OUTPUT_GRADIENTS,
-    CallModelFunction,
-)
-from ..core.occlusion import window_origins
+from ..core.base import CallModelFunction, CoreSaliency
 from .errors import CliError
 
 __all__ = [
@@ -38,22 +32,35 @@ __all__ = [
     "run_method",
 ]
 
-Compute = Callable[[np.ndarray, CallModelFunction, dict[str, Any]], np.ndarray]
+#: The colour channels of every image the command line reads (RGB, see :mod:`.images`).
+IMAGE_CHANNELS = 3
+
+
+def _same_arguments(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The command line's parameters are the method's own keyword arguments."""
+    return parameters
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """One method as the command line offers it.
 
+    What the method needs from the model and how many inputs it sends to it
+    are asked of the method itself (its ``expected_keys`` and
+    ``n_model_inputs``), never known here.
+
     Attributes:
       name: the command-line name (``ig``, ``blur-ig``...).
       title: the name shown in the panel and the report.
       defaults: the parameters the command line passes, by default.
-      compute: ``(image, call_model_function, parameters) -> saliency map``.
-      evaluations: ``(parameters, (height, width)) -> model evaluations`` (for the progress bar).
+      method: the :class:`~saliencykit.core.base.CoreSaliency` class; one
+        instance per run.
       display: how the map is shown: ``"grayscale"`` (absolute values, like the
         reference notebooks), ``"diverging"`` (signed) or ``"heatmap"`` (XRAI).
-      needs: what the model must offer: ``"gradcam"`` (a hookable layer), ``"guided"``.
+      smoothed: run ``GetSmoothedMask`` (SmoothGrad) instead of ``GetMask``.
+      arguments: ``parameters -> keyword arguments`` of ``GetMask`` (or
+        ``GetSmoothedMask``), where the command line's flat parameters are not
+        the method's own (XRAI's ``XRAIParameters``).
       sized_defaults: ``(height, width) -> defaults`` that depend on the image's
         size, which replace entries of ``defaults``.
     """
@@ -61,28 +68,51 @@ class MethodSpec:
     name: str
     title: str
     defaults: Mapping[str, Any]
-    compute: Compute
-    evaluations: Callable[[Mapping[str, Any], tuple[int, int]], int]
+    method: type[CoreSaliency]
     display: str = "grayscale"
-    needs: frozenset[str] = frozenset()
+    smoothed: bool = False
+    arguments: Callable[[dict[str, Any]], dict[str, Any]] = _same_arguments
     sized_defaults: Callable[[tuple[int, int]], dict[str, Any]] | None = None
 
+    @property
+    def needs(self) -> frozenset[str]:
+        """What the model must offer: ``"gradcam"`` (a hookable layer), ``"guided"``.
 
-def _smoothgrad(image: np.ndarray, call: CallModelFunction, parameters: dict[str, Any]) -> np.ndarray:
-    return saliency.GradientSaliency().GetSmoothedMask(image, call, **parameters)
+        Read from the keys the method asks for (its ``expected_keys``).
+        """
+        keys = set(self.method.expected_keys)
+        return frozenset(need for need, probe_keys in PROBE_KEYS.items() if keys & set(probe_keys))
+
+    def compute(
+        self, image: np.ndarray, call: CallModelFunction, parameters: Mapping[str, Any]
+    ) -> np.ndarray:
+        """The method's saliency map of ``image``."""
+        method, arguments = self.method(), self.arguments(dict(parameters))
+        if self.smoothed:
+            return method.GetSmoothedMask(image, call, **arguments)
+        return method.GetMask(image, call, **arguments)
+
+    def evaluations(self, parameters: Mapping[str, Any], size: tuple[int, int]) -> int:
+        """How many images the method sends to the model for an image of ``(height, width)``.
+
+        The progress bar's total, asked of the method (its ``n_model_inputs``).
+        1 when a parameter is bad: the method itself reports it when it runs.
+        """
+        method, arguments = self.method(), self.arguments(dict(parameters))
+        x_shape = (*size, IMAGE_CHANNELS)
+        try:
+            if self.smoothed:
+                return method.n_smoothed_model_inputs(x_shape, **arguments)
+            return method.n_model_inputs(x_shape, **arguments)
+        except (ValueError, TypeError):
+            return 1
 
 
-def _xrai(image: np.ndarray, call: CallModelFunction, parameters: dict[str, Any]) -> np.ndarray:
+def _xrai_arguments(parameters: dict[str, Any]) -> dict[str, Any]:
+    """XRAI takes ``steps`` and ``algorithm`` in an ``XRAIParameters``."""
     options = dict(parameters)
     extra = saliency.XRAIParameters(steps=options.pop("steps"), algorithm=options.pop("algorithm"))
-    return saliency.XRAI().GetMask(image, call, extra_parameters=extra, **options)
-
-
-def _occlusion_evaluations(parameters: Mapping[str, Any], size: tuple[int, int]) -> int:
-    window, stride = int(parameters["size"]), int(parameters["stride"])
-    if not 1 <= window <= min(size) or stride < 1:
-        return 1  # the method itself reports the bad argument
-    return len(window_origins(size[0], window, stride)) * len(window_origins(size[1], window, stride)) + 1
+    return {**options, "extra_parameters": extra}
 
 
 def _occlusion_window(size: tuple[int, int]) -> dict[str, Any]:
@@ -91,100 +121,51 @@ def _occlusion_window(size: tuple[int, int]) -> dict[str, Any]:
     return {"size": window, "stride": max(1, window // 2)}
 
 
-def _once(count: int) -> Callable[[Mapping[str, Any], tuple[int, int]], int]:
-    return lambda parameters, size: count
-
-
-def _parameter(name: str) -> Callable[[Mapping[str, Any], tuple[int, int]], int]:
-    return lambda parameters, size: int(parameters[name])
-
-
 #: Every method, in the order of the panel.
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec(
-            "gradients",
-            "Vanilla gradients",
-            {},
-            lambda x, c, p: saliency.GradientSaliency().GetMask(x, c),
-            _once(1),
-        ),
+        MethodSpec("gradients", "Vanilla gradients", {}, saliency.GradientSaliency),
         MethodSpec(
             "smoothgrad",
             "SmoothGrad",
             {"nsamples": 20, "stdev_spread": 0.15, "batch_size": 10, "seed": 0},
-            _smoothgrad,
-            _parameter("nsamples"),
+            saliency.GradientSaliency,
+            smoothed=True,
         ),
         MethodSpec(
-            "ig",
-            "Integrated Gradients",
-            {"x_steps": 25, "batch_size": 10},
-            lambda x, c, p: saliency.IntegratedGradients().GetMask(x, c, **p),
-            _parameter("x_steps"),
+            "ig", "Integrated Gradients", {"x_steps": 25, "batch_size": 10}, saliency.IntegratedGradients
         ),
+        MethodSpec("blur-ig", "Blur IG", {"steps": 25, "max_sigma": 50.0, "batch_size": 10}, saliency.BlurIG),
         MethodSpec(
-            "blur-ig",
-            "Blur IG",
-            {"steps": 25, "max_sigma": 50.0, "batch_size": 10},
-            lambda x, c, p: saliency.BlurIG().GetMask(x, c, **p),
-            _parameter("steps"),
-        ),
-        MethodSpec(
-            "guided-ig",
-            "Guided IG",
-            {"x_steps": 50, "fraction": 0.25, "max_dist": 0.02},
-            lambda x, c, p: saliency.GuidedIG().GetMask(x, c, **p),
-            _parameter("x_steps"),
+            "guided-ig", "Guided IG", {"x_steps": 50, "fraction": 0.25, "max_dist": 0.02}, saliency.GuidedIG
         ),
         MethodSpec(
             "xrai",
             "XRAI",
             {"steps": 25, "batch_size": 10, "algorithm": "full"},
-            _xrai,
-            lambda parameters, size: 2 * int(parameters["steps"]),
+            saliency.XRAI,
             display="heatmap",
+            arguments=_xrai_arguments,
         ),
-        MethodSpec(
-            "gradcam",
-            "Grad-CAM",
-            {},
-            lambda x, c, p: saliency.GradCam().GetMask(x, c),
-            _once(1),
-            needs=frozenset({"gradcam"}),
-        ),
-        MethodSpec(
-            "guided-backprop",
-            "Guided Backprop",
-            {},
-            lambda x, c, p: saliency.GuidedBackprop().GetMask(x, c),
-            _once(1),
-            needs=frozenset({"guided"}),
-        ),
-        MethodSpec(
-            "guided-gradcam",
-            "Guided Grad-CAM",
-            {},
-            lambda x, c, p: saliency.GuidedGradCam().GetMask(x, c),
-            _once(2),
-            needs=frozenset({"gradcam", "guided"}),
-        ),
+        MethodSpec("gradcam", "Grad-CAM", {}, saliency.GradCam),
+        MethodSpec("guided-backprop", "Guided Backprop", {}, saliency.GuidedBackprop),
+        MethodSpec("guided-gradcam", "Guided Grad-CAM", {}, saliency.GuidedGradCam),
         MethodSpec(
             "occlusion",
             "Occlusion",
             {"size": 32, "stride": 16, "value": 0.0, "batch_size": 32},
-            lambda x, c, p: saliency.Occlusion().GetMask(x, c, **p),
-            _occlusion_evaluations,
+            saliency.Occlusion,
             display="diverging",
             sized_defaults=_occlusion_window,
         ),
     )
 }
-#: The keys a one-image probe asks for, to learn whether the model offers a requirement.
+#: The keys a one-image probe asks for, to learn whether the model offers a
+#: requirement: those of the method that needs only it.
 PROBE_KEYS = {
-    "gradcam": [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS],
-    "guided": [GUIDED_INPUT_OUTPUT_GRADIENTS],
+    "gradcam": list(saliency.GradCam.expected_keys),
+    "guided": list(saliency.GuidedBackprop.expected_keys),
 }
 #: ``--steps`` sets these parameters; ``--samples`` sets ``smoothgrad.nsamples``.
 STEP_PARAMETERS = {"ig": "x_steps", "blur-ig": "steps", "guided-ig": "x_steps", "xrai": "steps"}
@@ -293,8 +274,9 @@ def method_parameters(
     """
     parameters = {name: dict(METHODS[name].defaults) for name in names}
     for name, values in parameters.items():
-        if METHODS[name].sized_defaults is not None:
-            values.update(METHODS[name].sized_defaults(input_size))
+        sized_defaults = METHODS[name].sized_defaults
+        if sized_defaults is not None:
+            values.update(sized_defaults(input_size))
     for name, values in parameters.items():
         if steps is not None and name in STEP_PARAMETERS:
             values[STEP_PARAMETERS[name]] = steps
@@ -338,7 +320,7 @@ def counting_calls(call: CallModelFunction, on_batch: Callable[[int], None]) -> 
 
     def call_model_function(
         x_value_batch: np.ndarray, call_model_args: Any = None, expected_keys: Any = None
-    ) -> dict[str, np.ndarray]:
+    ) -> Mapping[str, Any]:
         answer = call(x_value_batch, call_model_args, expected_keys)
         on_batch(len(x_value_batch))
         return answer

@@ -15,6 +15,7 @@ from .base import (
     CoreSaliency,
     call_model,
     call_model_in_batches,
+    call_model_in_batches_with_extra,
     check_call_model_output,
 )
 from .blur_ig import BlurIG
@@ -53,5 +54,6 @@ __all__ = [
     "XRAIParameters",
     "call_model",
     "call_model_in_batches",
+    "call_model_in_batches_with_extra",
     "check_call_model_output",
 ]

@@ -1,5 +1,8 @@
 """Keys, the ``CoreSaliency`` base class, output checks and the batching helper.
 
+The argument checks shared by the methods live in :mod:`.arguments` and are
+importable from here too.
+
 Every method in :mod:`saliencykit.core` talks to the model only through the
 functions in this module: :func:`call_model` for one call and
 :func:`call_model_in_batches` for many evaluations grouped into calls of at most
@@ -10,11 +13,19 @@ mathematics.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+# The argument checks, importable from here as before they moved to .arguments.
+from .arguments import MAX_MODEL_EVALUATIONS as MAX_MODEL_EVALUATIONS
+from .arguments import as_float_array as as_float_array
+from .arguments import baseline_like as baseline_like
+from .arguments import check_evaluation_count as check_evaluation_count
+from .arguments import check_int as check_int
+from .arguments import check_number as check_number
+from .arguments import make_rng as make_rng
 
 CONVOLUTION_LAYER_VALUES = "CONVOLUTION_LAYER_VALUES"
 CONVOLUTION_OUTPUT_GRADIENTS = "CONVOLUTION_OUTPUT_GRADIENTS"
@@ -50,12 +61,9 @@ SHAPE_ERROR_MESSAGE = {
 
 CallModelFunction = Callable[..., Mapping[str, Any]]
 
-#: The most model evaluations (inputs sent to ``call_model_function``) that one
-#: count argument may ask for: ``x_steps``, ``nsamples``, the number of
-#: occlusion windows... At a few milliseconds per evaluation, 10**7 is already
-#: hours of model time; larger values are refused up front with a
-#: ``ValueError`` instead of an attempt to allocate their path or sample arrays.
-MAX_MODEL_EVALUATIONS = 10**7
+#: What a method's batch builder hands on beside the inputs (see
+#: :func:`call_model_in_batches_with_extra`).
+Extra = TypeVar("Extra")
 
 #: Hint added to the error raised when an answer cannot be made a NumPy array.
 RETURN_NUMPY_HINT = "return NumPy arrays (e.g. tensor.detach().cpu().numpy())"
@@ -70,128 +78,10 @@ __all__ = [
     "CoreSaliency",
     "call_model",
     "call_model_in_batches",
+    "call_model_in_batches_with_extra",
     "check_call_model_output",
     "scalar_outputs",
 ]
-
-
-# --------------------------------------------------------------------------
-# Argument checks shared by every method.
-# --------------------------------------------------------------------------
-
-
-def check_int(
-    name: str, value: Any, minimum: int = 1, maximum: int | None = None, limit_reason: str = ""
-) -> int:
-    """Returns ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
-
-    Args:
-      name: the argument's name, for the error message.
-      value: the value to check.
-      minimum: the smallest value allowed.
-      maximum: the largest value allowed (``None``: no upper bound).
-      limit_reason: words appended to the message when ``value > maximum``,
-        saying where the bound comes from.
-
-    Raises:
-      TypeError: if ``value`` is not an integer (``bool`` is refused too).
-      ValueError: if ``value < minimum`` or ``value > maximum``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        reason = f" ({limit_reason})" if limit_reason else ""
-        raise ValueError(f"{name} must be an integer <= {maximum}{reason}, got {value}")
-    return int(value)
-
-
-def check_evaluation_count(name: str, value: Any) -> int:
-    """Checks a count of model evaluations: an integer in ``[1, MAX_MODEL_EVALUATIONS]``.
-
-    Raises:
-      TypeError: if ``value`` is not an integer.
-      ValueError: if it is < 1 or > :data:`MAX_MODEL_EVALUATIONS`.
-    """
-    return check_int(
-        name,
-        value,
-        minimum=1,
-        maximum=MAX_MODEL_EVALUATIONS,
-        limit_reason="the most model evaluations one mask may ask for",
-    )
-
-
-def check_number(
-    name: str,
-    value: Any,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    minimum_inclusive: bool = True,
-) -> float:
-    """Returns ``value`` as a finite ``float`` within the given bounds.
-
-    Raises:
-      TypeError: if ``value`` is not a real number.
-      ValueError: if it is NaN, infinite or out of bounds.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    try:
-        value = float(value)
-    except OverflowError:  # an int beyond float's range
-        raise ValueError(f"{name} must be finite, got an integer too large for a float: {value}") from None
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None:
-        too_small = value < minimum if minimum_inclusive else value <= minimum
-        if too_small:
-            relation = ">=" if minimum_inclusive else ">"
-            raise ValueError(f"{name} must be {relation} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
-
-
-def as_float_array(name: str, value: Any, min_ndim: int = 0) -> np.ndarray:
-    """Returns ``value`` as a floating-point array, checked for use as a model input.
-
-    Floating-point inputs keep their dtype; integer and boolean inputs become
-    ``float32`` when every value fits exactly (``uint8``, ``int16``...) and
-    ``float64`` otherwise, so that no arithmetic on them can wrap around.
-
-    Raises:
-      TypeError: if ``value`` is not numeric (strings, objects, complex).
-      ValueError: if it has fewer than ``min_ndim`` dimensions, no elements, or
-        holds NaN or inf.
-    """
-    array = np.asarray(value)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    if array.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    if array.dtype.kind != "f":
-        array = array.astype(np.result_type(array.dtype, np.float32))
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite, but it holds NaN or inf values")
-    return array
-
-
-def baseline_like(name: str, x_baseline: Any, x_value: np.ndarray) -> np.ndarray:
-    """Returns the baseline as an array of ``x_value``'s shape (zeros if ``None``).
-
-    Raises:
-      ValueError: if its shape differs from ``x_value``'s, or it is not finite.
-    """
-    if x_baseline is None:
-        return np.zeros_like(x_value)
-    baseline = as_float_array(name, x_baseline, min_ndim=0)
-    if baseline.shape != x_value.shape:
-        raise ValueError(f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}")
-    return baseline
 
 
 # --------------------------------------------------------------------------
@@ -230,6 +120,8 @@ def check_call_model_output(
         )
     input_shape = tuple(input_shape)
     checked = {}
+    expected: tuple[int, ...] | int
+    actual: tuple[int, ...] | int | str
     for key in expected_keys:
         if key not in output:
             raise ValueError(
@@ -331,7 +223,10 @@ def call_model_in_batches(
     """Evaluates the model on ``n_inputs`` inputs in calls of at most ``batch_size``.
 
     The inputs are built lazily, one call's worth at a time, so memory stays
-    bounded by ``batch_size`` inputs whatever ``n_inputs`` is.
+    bounded by ``batch_size`` inputs whatever ``n_inputs`` is. A method that
+    builds, with each call's inputs, something it needs to combine that call's
+    answer (Blur IG's path derivatives) uses
+    :func:`call_model_in_batches_with_extra`.
 
     Args:
       call_model_function: the user's model function.
@@ -351,15 +246,54 @@ def call_model_in_batches(
     Raises:
       TypeError, ValueError: for a bad ``batch_size`` or a bad answer.
     """
+    for start, stop, output, _ in call_model_in_batches_with_extra(
+        call_model_function,
+        lambda start, stop: (make_inputs(start, stop), None),
+        n_inputs,
+        batch_size,
+        call_model_args,
+        expected_keys,
+    ):
+        yield start, stop, output
+
+
+def call_model_in_batches_with_extra(
+    call_model_function: CallModelFunction,
+    make_batch: Callable[[int, int], tuple[np.ndarray, Extra]],
+    n_inputs: int,
+    batch_size: int,
+    call_model_args: Any = None,
+    expected_keys: Sequence[str] = (INPUT_OUTPUT_GRADIENTS,),
+) -> Iterator[tuple[int, int, dict[str, np.ndarray], Extra]]:
+    """:func:`call_model_in_batches` for a method that needs more than the inputs to use an answer.
+
+    ``make_batch(start, stop)`` returns the inputs ``start..stop-1`` together
+    with whatever the method needs to combine the answer on them (Blur IG:
+    the path derivatives computed with the path points); that *extra* comes
+    back with the answer, so the method keeps no state between building a
+    batch and using its answer, and memory stays bounded by one call's worth.
+
+    Args:
+      call_model_function: the user's model function.
+      make_batch: ``make_batch(start, stop)`` returns ``(inputs, extra)``:
+        ``inputs`` of shape ``[stop - start, ...]`` go to the model, ``extra``
+        (anything) is handed back with their answer.
+      n_inputs, batch_size, call_model_args, expected_keys: as for
+        :func:`call_model_in_batches`.
+
+    Yields:
+      ``(start, stop, output, extra)`` for each call, ``output`` checked as by
+      :func:`check_call_model_output`.
+
+    Raises:
+      TypeError, ValueError: for a bad ``batch_size`` or a bad answer.
+    """
     batch_size = check_int("batch_size", batch_size)
     n_inputs = check_evaluation_count("number of model inputs", n_inputs)
     for start in range(0, n_inputs, batch_size):
         stop = min(start + batch_size, n_inputs)
-        yield (
-            start,
-            stop,
-            call_model(call_model_function, make_inputs(start, stop), call_model_args, expected_keys),
-        )
+        inputs, extra = make_batch(start, stop)
+        yield start, stop, call_model(call_model_function, inputs, call_model_args, expected_keys), extra
 
 
 def scalar_outputs(values: np.ndarray) -> np.ndarray:
@@ -376,22 +310,6 @@ def scalar_outputs(values: np.ndarray) -> np.ndarray:
     return values.reshape(len(values)).astype(np.float64)
 
 
-def make_rng(seed: int | np.random.Generator | None) -> Callable[..., np.ndarray]:
-    """Returns a ``normal(loc, scale, size)`` function for ``seed``.
-
-    ``None`` uses NumPy's global random state, exactly like the reference
-    library (so ``np.random.seed`` reproduces its noise); an ``int`` or a
-    ``np.random.Generator`` gives an independent, reproducible stream.
-    """
-    if seed is None:
-        return np.random.normal
-    if isinstance(seed, np.random.Generator):
-        return seed.normal
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed)).normal
-    raise TypeError(f"seed must be None, an int or a numpy Generator, got {type(seed).__name__}")
-
-
 # --------------------------------------------------------------------------
 # The base class.
 # --------------------------------------------------------------------------
@@ -400,30 +318,91 @@ def make_rng(seed: int | np.random.Generator | None) -> Callable[..., np.ndarray
 class CoreSaliency:
     """Base class of every saliency method. Alone, it computes nothing.
 
-    A method sets ``expected_keys`` and implements :meth:`GetMask`.
     ``call_model_function(x_value_batch, call_model_args=None,
     expected_keys=None)`` receives a batch (dimension 0 is the batch) and
     returns a dict with the asked-for keys:
 
     - ``INPUT_OUTPUT_GRADIENTS``: gradients of the explained output with
       respect to the input, the batch's exact shape;
+    - ``GUIDED_INPUT_OUTPUT_GRADIENTS``: the same with guided backpropagation;
     - ``OUTPUT_LAYER_VALUES``: the explained output, one entry per example;
     - ``CONVOLUTION_LAYER_VALUES`` / ``CONVOLUTION_OUTPUT_GRADIENTS``: a conv
       layer's activations and the output's gradients with respect to them,
       channel-last, one entry per example.
+
+    A method says what callers (the command line, a progress bar, a check
+    that a model can serve it) need to know about it, so that they ask
+    instead of knowing:
+
+    - ``expected_keys`` (class attribute): the keys :meth:`GetMask` asks
+      ``call_model_function`` for;
+    - :meth:`n_model_inputs`: how many inputs :meth:`GetMask` sends to
+      ``call_model_function`` for given parameters
+      (:meth:`n_smoothed_model_inputs` for :meth:`GetSmoothedMask`).
+
+    A method implements :meth:`GetMask` and :meth:`n_model_inputs`, and makes
+    its model calls through :func:`call_model` or :func:`call_model_in_batches`
+    (:func:`call_model_in_batches_with_extra`).
     """
 
     expected_keys: Sequence[str] = ()
+
+    # The base signatures end in ``*args: Any, **kwargs: Any``: every method
+    # has its own parameters after ``call_model_args`` (the reference API).
 
     def GetMask(  # noqa: N802 (the reference API's name)
         self,
         x_value: np.ndarray,
         call_model_function: CallModelFunction,
         call_model_args: Any = None,
+        *args: Any,
         **kwargs: Any,
     ) -> np.ndarray:
         """Returns the saliency mask of the single, un-batched ``x_value``."""
         raise NotImplementedError("A derived class should implement GetMask()")
+
+    def n_model_inputs(self, x_shape: tuple[int, ...], *args: Any, **kwargs: Any) -> int:
+        """How many inputs :meth:`GetMask` sends to ``call_model_function`` for these parameters.
+
+        The sum of the lengths of the batches handed to the model (the
+        number of calls is about this divided by ``batch_size``), for an
+        ``x_value`` of shape ``x_shape``; a progress bar's total.
+
+        Args:
+          x_shape: the shape of the un-batched input.
+          **kwargs: :meth:`GetMask`'s own parameters (those after
+            ``call_model_args``), by name; left out ones take their defaults.
+            A method may accept and ignore those that do not change the count.
+
+        Returns:
+          The number of model inputs, >= 0 (0: the model is not called).
+
+        Raises:
+          TypeError, ValueError: a parameter that the count depends on and
+            that :meth:`GetMask` would refuse, with :meth:`GetMask`'s message.
+          NotImplementedError: the method does not say.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement n_model_inputs()")
+
+    def n_smoothed_model_inputs(
+        self,
+        x_shape: tuple[int, ...],
+        stdev_spread: float = 0.15,
+        nsamples: int = 25,
+        magnitude: bool = True,
+        seed: int | np.random.Generator | None = None,
+        **kwargs: Any,
+    ) -> int:
+        """How many inputs :meth:`GetSmoothedMask` sends to ``call_model_function``.
+
+        ``nsamples`` times :meth:`n_model_inputs` with ``**kwargs`` (the noise
+        parameters do not change the count).
+
+        Raises:
+          TypeError, ValueError: a bad ``nsamples``, or see :meth:`n_model_inputs`.
+        """
+        nsamples = check_evaluation_count("nsamples", nsamples)
+        return nsamples * self.n_model_inputs(x_shape, **kwargs)
 
     def GetSmoothedMask(  # noqa: N802
         self,
@@ -484,7 +463,8 @@ class CoreSaliency:
             )
 
         samples_per_chunk = self._samples_per_chunk(**kwargs)
-        total = None
+        total: np.ndarray | None = None
+        dtype = np.dtype(np.float32)  # then the masks' dtype, if wider
         for start in range(0, nsamples, samples_per_chunk):
             n_chunk = min(samples_per_chunk, nsamples - start)
             noise = normal(0, stdev, (n_chunk,) + x_value.shape)
@@ -502,10 +482,11 @@ class CoreSaliency:
                 masks = masks * masks
             chunk_sum = masks.sum(axis=0, dtype=np.float64)
             total = chunk_sum if total is None else total + chunk_sum
+        assert total is not None  # nsamples >= 1: at least one chunk
         return (total / nsamples).astype(dtype)
 
-    def _samples_per_chunk(self, **kwargs: Any) -> int:
-        """How many noisy samples :meth:`_masks_of_samples` gets at once."""
+    def _samples_per_chunk(self, *args: Any, **kwargs: Any) -> int:
+        """How many noisy samples :meth:`_masks_of_samples` gets at once (``**kwargs``: GetMask's)."""
         return 1
 
     def _masks_of_samples(
@@ -513,13 +494,14 @@ class CoreSaliency:
         x_samples: np.ndarray,
         call_model_function: CallModelFunction,
         call_model_args: Any,
+        *args: Any,
         **kwargs: Any,
     ) -> np.ndarray:
         """Masks of a stack of inputs ``[n, ...]``; by default one GetMask each."""
         return np.stack([self.GetMask(x, call_model_function, call_model_args, **kwargs) for x in x_samples])
 
     def format_and_check_call_model_output(
-        self, output: dict, input_shape: Sequence[int], expected_keys: Sequence[str]
+        self, output: dict[str, Any], input_shape: Sequence[int], expected_keys: Sequence[str]
     ) -> None:
         """Reference API: converts ``output``'s expected keys to arrays in place and checks them.
 

@@ -45,7 +45,7 @@ from .base import (
     CallModelFunction,
     CoreSaliency,
     as_float_array,
-    call_model_in_batches,
+    call_model_in_batches_with_extra,
     check_evaluation_count,
     check_number,
 )
@@ -409,25 +409,33 @@ class BlurIG(CoreSaliency):
         # float32 images are blurred in float32 (about 2x faster), float64 in float64.
         dtype = np.result_type(x_value.dtype, np.float32)
         blur = _SpectralBlur(image, largest_sigma + grad_step, dtype)
-        derivatives: dict[int, np.ndarray] = {}
 
-        def path_points(start: int, stop: int) -> np.ndarray:
+        def path_points(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            """Path points start..stop-1 (the model's inputs) and their derivatives (kept for the answer)."""
             points = np.empty((stop - start,) + image.shape, dtype=x_value.dtype)
-            derivatives[start] = np.empty((stop - start,) + image.shape, dtype=dtype)
-            for sigma, point, derivative in zip(
-                sigmas(start, stop)[:-1], points, derivatives[start], strict=True
-            ):
+            derivatives = np.empty((stop - start,) + image.shape, dtype=dtype)
+            for sigma, point, derivative in zip(sigmas(start, stop)[:-1], points, derivatives, strict=True):
                 blur.blur_and_derivative(float(sigma), grad_step, point, derivative)
-            return points.reshape((stop - start,) + x_value.shape)
+            return points.reshape((stop - start,) + x_value.shape), derivatives
 
         total = np.zeros(x_value.shape, dtype=np.float64)
-        for start, stop, output in call_model_in_batches(
+        for start, stop, output, derivatives in call_model_in_batches_with_extra(
             call_model_function, path_points, steps, batch_size, call_model_args, self.expected_keys
         ):
             step_sizes = np.diff(sigmas(start, stop))
             gradients = output[INPUT_OUTPUT_GRADIENTS]
-            weighted = derivatives.pop(start).reshape(gradients.shape) * gradients
+            weighted = derivatives.reshape(gradients.shape) * gradients
             # einsum, not tensordot: a BLAS call here leaves BLAS threads spinning
             # into the next model call, which then runs up to 2.5x slower.
             total -= np.einsum("b,b...->...", step_sizes, weighted)
         return total.astype(np.result_type(x_value.dtype, np.float32))
+
+    def n_model_inputs(self, x_shape: tuple[int, ...], *, steps: int = 100, **other: Any) -> int:
+        """One model input per path point: ``steps``.
+
+        ``**other``: :meth:`GetMask`'s other parameters, which do not change the count.
+
+        Raises:
+          TypeError, ValueError: a bad ``steps``.
+        """
+        return check_evaluation_count("steps", steps)

@@ -1,5 +1,6 @@
 """Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
-Networks via Gradient-based Localization", arXiv 1610.02391).
+Networks via Gradient-based Localization", arXiv 1610.02391), and the base of
+class-activation-map methods.
 
 For a convolutional layer with activations ``A`` (channel-last, ``[..spatial.., C]``)
 and the gradients ``G`` of the explained output with respect to ``A``, the
@@ -7,6 +8,18 @@ weight of channel ``c`` is the spatial mean of ``G[..., c]`` and the map is
 ``ReLU(sum_c w_c A[..., c])``. Optionally the map is scaled to a maximum of 1
 and resized (bilinear) to the input's spatial size. The layer may have one
 (sequences), two (images) or three (volumes) spatial axes.
+
+:class:`BaseCam` holds what every CAM method shares (the keys it asks for,
+the checks of the layer's answer, the scaling and resizing to the input);
+a variant overrides one hook. Grad-CAM++ (Chattopadhay et al. 2018), for
+example, is only its channel weights::
+
+    class GradCamPlusPlus(GradCam):
+        def channel_weights(self, layer_values, layer_gradients):
+            ...  # [C] weights from A and G
+
+and Layer-CAM or HiRes-CAM, whose weights are per position, override
+:meth:`BaseCam.cam_map` instead.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from .base import (
     call_model,
 )
 
-__all__ = ["GradCam", "channel_weighted_activation_map", "resize_map"]
+__all__ = ["BaseCam", "GradCam", "channel_weighted_activation_map", "input_sized_map", "resize_map"]
 
 #: Number of copies of the map stacked on a new last axis when ``three_dims``.
 COLOR_CHANNELS = 3
@@ -81,16 +94,8 @@ def resize_map(saliency_map: np.ndarray, output_shape: tuple[int, ...]) -> np.nd
     return np.clip(resized, saliency_map.min(), saliency_map.max(), out=resized)
 
 
-def channel_weighted_activation_map(layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
-    """Returns ``ReLU(sum_c mean_spatial(G[..., c]) * A[..., c])`` in float64.
-
-    Args:
-      layer_values: activations ``A`` of one example, ``[..spatial.., C]``.
-      layer_gradients: gradients ``G`` of the explained output with respect to
-        ``A``, the same shape.
-
-    Returns:
-      The map, ``A``'s spatial shape, non-negative, ``float64``.
+def _check_layer_answer(layer_values: np.ndarray, layer_gradients: np.ndarray) -> None:
+    """Checks one example's activations ``A`` and gradients ``G``: ``[..spatial.., C]``, the same shape.
 
     Raises:
       ValueError: if the shapes differ or there is no spatial axis.
@@ -105,13 +110,118 @@ def channel_weighted_activation_map(layer_values: np.ndarray, layer_gradients: n
             "CONVOLUTION_OUTPUT_GRADIENTS must have the shape of CONVOLUTION_LAYER_VALUES "
             f"per example: expected {layer_values.shape}, got {layer_gradients.shape}"
         )
-    spatial_axes = tuple(range(layer_values.ndim - 1))
-    channel_weights = layer_gradients.mean(axis=spatial_axes, dtype=np.float64)
+
+
+def _grad_cam_weights(layer_gradients: np.ndarray) -> np.ndarray:
+    """Grad-CAM's channel weights: the spatial mean of ``G[..., c]``, float64 ``[C]``."""
+    return layer_gradients.mean(axis=tuple(range(layer_gradients.ndim - 1)), dtype=np.float64)
+
+
+def _channel_weighted_sum(layer_values: np.ndarray, channel_weights: np.ndarray) -> np.ndarray:
+    """``ReLU(sum_c w_c A[..., c])`` in float64, ``A``'s spatial shape."""
     weighted_sum = np.matmul(layer_values.astype(np.float64, copy=False), channel_weights)
     return np.maximum(weighted_sum, 0.0)
 
 
-class GradCam(CoreSaliency):
+def channel_weighted_activation_map(layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
+    """Returns ``ReLU(sum_c mean_spatial(G[..., c]) * A[..., c])`` in float64.
+
+    Args:
+      layer_values: activations ``A`` of one example, ``[..spatial.., C]``.
+      layer_gradients: gradients ``G`` of the explained output with respect to
+        ``A``, the same shape.
+
+    Returns:
+      The map, ``A``'s spatial shape, non-negative, ``float64``.
+
+    Raises:
+      ValueError: if the shapes differ or there is no spatial axis.
+    """
+    _check_layer_answer(layer_values, layer_gradients)
+    return _channel_weighted_sum(layer_values, _grad_cam_weights(layer_gradients))
+
+
+def input_sized_map(cam: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """Scales a layer's map to a maximum of 1 (when that is > 0) and resizes it to the input.
+
+    The map's ``k`` axes are resized to ``x_shape[:k]`` with
+    ``skimage.transform.resize`` at its defaults (bilinear for 2-D), applied
+    as cached per-axis matrices (:func:`resize_map`): what the reference's
+    Grad-CAM does with ``should_resize``.
+
+    Args:
+      cam: the layer's map, one axis per spatial axis of the layer (float64).
+      x_shape: the un-batched input's shape.
+
+    Returns:
+      The scaled map, ``x_shape[:cam.ndim]``, float64.
+
+    Raises:
+      ValueError: the layer has more spatial axes than the input has axes.
+    """
+    n_spatial = cam.ndim
+    if len(x_shape) < n_spatial:
+        raise ValueError(
+            f"the convolution layer has {n_spatial} spatial axes but x_value has shape "
+            f"{tuple(x_shape)}: cannot resize the map to the input's spatial size"
+        )
+    peak = cam.max()
+    if peak > 0:
+        cam = cam / peak
+    return resize_map(cam, tuple(x_shape[:n_spatial]))
+
+
+class BaseCam(CoreSaliency):
+    """What every class-activation-map method shares; alone it computes nothing.
+
+    It asks for ``CONVOLUTION_LAYER_VALUES`` ``A`` and
+    ``CONVOLUTION_OUTPUT_GRADIENTS`` ``G`` (channel-last,
+    ``[batch, ..spatial.., C]``), checks them, and turns them into the layer's
+    map with two hooks that a variant overrides:
+
+    - :meth:`channel_weights`: one weight per channel (Grad-CAM: the spatial
+      mean of ``G``); the map is ``ReLU(sum_c w_c A[..., c])``;
+    - :meth:`cam_map`: the whole map, for variants whose weights are per
+      position (Layer-CAM, HiRes-CAM).
+
+    :func:`input_sized_map` scales and resizes the map to the input.
+    """
+
+    expected_keys = [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
+
+    def channel_weights(self, layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
+        """The weight of every channel, float64 ``[C]``: here Grad-CAM's, the spatial mean of ``G``.
+
+        Args:
+          layer_values: ``A`` of one example, ``[..spatial.., C]`` (checked).
+          layer_gradients: ``G`` of one example, the same shape (checked).
+        """
+        return _grad_cam_weights(layer_gradients)
+
+    def cam_map(self, layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
+        """The layer's map, float64, ``A``'s spatial shape: ``ReLU(sum_c w_c A[..., c])``.
+
+        ``w`` from :meth:`channel_weights`. Arguments as for :meth:`channel_weights`.
+        """
+        return _channel_weighted_sum(layer_values, self.channel_weights(layer_values, layer_gradients))
+
+    def n_model_inputs(self, x_shape: tuple[int, ...], **parameters: Any) -> int:
+        """One model input, ``x_value`` itself: one call answers every key, whatever ``**parameters``."""
+        return 1
+
+    def layer_map(self, output: dict[str, np.ndarray]) -> np.ndarray:
+        """The map of the first example of a checked model answer (:meth:`cam_map` after the checks).
+
+        Raises:
+          ValueError: activations and gradients of different shapes, or without a spatial axis.
+        """
+        layer_values = output[CONVOLUTION_LAYER_VALUES][0]
+        layer_gradients = output[CONVOLUTION_OUTPUT_GRADIENTS][0]
+        _check_layer_answer(layer_values, layer_gradients)
+        return self.cam_map(layer_values, layer_gradients)
+
+
+class GradCam(BaseCam):
     """Grad-CAM: a class-discriminative map from one convolutional layer.
 
     ``call_model_function`` must answer ``CONVOLUTION_LAYER_VALUES`` (the
@@ -119,9 +229,9 @@ class GradCam(CoreSaliency):
     the explained output with respect to them), both channel-last,
     ``[batch, ..spatial.., C]``, like the reference library. The paper suggests
     the last convolutional layer of the network. One model call per mask.
+    A CAM variant subclasses it and overrides :meth:`~BaseCam.channel_weights`
+    or :meth:`~BaseCam.cam_map`.
     """
-
-    expected_keys = [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
 
     def GetMask(  # noqa: N802 (the reference API's name)
         self,
@@ -147,7 +257,7 @@ class GradCam(CoreSaliency):
             spatial axes: ``skimage.transform.resize`` at its defaults
             (bilinear, reflect mode, anti-aliasing only when shrinking, clipped
             to the map's range), what the reference does, applied as cached
-            per-axis matrices (:func:`resize_map`).
+            per-axis matrices (:func:`input_sized_map`).
           three_dims: if True, stack three copies of the map on a new last
             axis (``[H, W] -> [H, W, 3]``, like the reference; ``[L, 3]`` or
             ``[D, H, W, 3]`` for 1-D or 3-D layers).
@@ -164,22 +274,9 @@ class GradCam(CoreSaliency):
         """
         x_value = as_float_array("x_value", x_value)
         output = call_model(call_model_function, x_value[None], call_model_args, self.expected_keys)
-        layer_values = output[CONVOLUTION_LAYER_VALUES][0]
-        layer_gradients = output[CONVOLUTION_OUTPUT_GRADIENTS][0]
-        grad_cam = channel_weighted_activation_map(layer_values, layer_gradients)
-
+        grad_cam = self.layer_map(output)
         if should_resize:
-            n_spatial = grad_cam.ndim
-            if x_value.ndim < n_spatial:
-                raise ValueError(
-                    f"the convolution layer has {n_spatial} spatial axes but x_value has shape "
-                    f"{x_value.shape}: cannot resize the map to the input's spatial size"
-                )
-            peak = grad_cam.max()
-            if peak > 0:
-                grad_cam = grad_cam / peak
-            grad_cam = resize_map(grad_cam, x_value.shape[:n_spatial])
-
+            grad_cam = input_sized_map(grad_cam, x_value.shape)
         if not three_dims:
             return grad_cam.astype(np.float32)
         mask = np.empty(grad_cam.shape + (COLOR_CHANNELS,), dtype=np.float32)

@@ -59,6 +59,15 @@ class GradientSaliency(CoreSaliency):
         x_value = as_float_array("x_value", x_value)
         return self._masks_of_samples(x_value[None], call_model_function, call_model_args, batch_size)[0]
 
+    def n_model_inputs(self, x_shape: tuple[int, ...], *, batch_size: int = 1) -> int:
+        """One model input: the gradient at ``x_value``.
+
+        Raises:
+          TypeError, ValueError: a bad ``batch_size``.
+        """
+        check_int("batch_size", batch_size)
+        return 1
+
     def _samples_per_chunk(self, batch_size: int = 1) -> int:
         return check_int("batch_size", batch_size)
 

@@ -14,29 +14,28 @@ from typing import Any
 import numpy as np
 
 from .base import (
-    CONVOLUTION_LAYER_VALUES,
-    CONVOLUTION_OUTPUT_GRADIENTS,
     GUIDED_INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
-    CoreSaliency,
     as_float_array,
     call_model,
 )
-from .grad_cam import channel_weighted_activation_map, resize_map
+from .grad_cam import BaseCam, input_sized_map
 
 __all__ = ["GuidedGradCam"]
 
 
-class GuidedGradCam(CoreSaliency):
+class GuidedGradCam(BaseCam):
     """Guided Backprop times the Grad-CAM map, from one call of the model function.
 
     ``call_model_function`` must answer ``GUIDED_INPUT_OUTPUT_GRADIENTS`` and
     the two Grad-CAM keys (``CONVOLUTION_LAYER_VALUES``,
     ``CONVOLUTION_OUTPUT_GRADIENTS``, channel-last): the PyTorch and Keras
-    adapters built with ``layer=`` do.
+    adapters built with ``layer=`` do. The CAM is Grad-CAM's; a subclass may
+    override :meth:`~saliencykit.core.grad_cam.BaseCam.channel_weights` or
+    :meth:`~saliencykit.core.grad_cam.BaseCam.cam_map` like any CAM variant.
     """
 
-    expected_keys = [GUIDED_INPUT_OUTPUT_GRADIENTS, CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
+    expected_keys = [GUIDED_INPUT_OUTPUT_GRADIENTS, *BaseCam.expected_keys]
 
     def GetMask(  # noqa: N802
         self,
@@ -63,18 +62,7 @@ class GuidedGradCam(CoreSaliency):
         """
         x_value = as_float_array("x_value", x_value)
         output = call_model(call_model_function, x_value[None], call_model_args, self.expected_keys)
-        grad_cam = channel_weighted_activation_map(
-            output[CONVOLUTION_LAYER_VALUES][0], output[CONVOLUTION_OUTPUT_GRADIENTS][0]
-        )
-        n_spatial = grad_cam.ndim
-        if x_value.ndim < n_spatial:
-            raise ValueError(
-                f"the convolution layer has {n_spatial} spatial axes but x_value has shape {x_value.shape}"
-            )
-        peak = grad_cam.max()
-        if peak > 0:
-            grad_cam = grad_cam / peak
-        grad_cam = resize_map(grad_cam, x_value.shape[:n_spatial])
+        grad_cam = input_sized_map(self.layer_map(output), x_value.shape)
         guided = output[GUIDED_INPUT_OUTPUT_GRADIENTS][0]
-        extra_axes = (None,) * (x_value.ndim - n_spatial)
+        extra_axes = (None,) * (x_value.ndim - grad_cam.ndim)
         return (guided * grad_cam[(...,) + extra_axes]).astype(np.result_type(guided.dtype, np.float32))

@@ -208,3 +208,13 @@ class GuidedIG(CoreSaliency):
             return output[INPUT_OUTPUT_GRADIENTS][0]
 
         return guided_ig_path(x_value, x_baseline, gradient_at, x_steps, fraction, max_dist)
+
+    def n_model_inputs(self, x_shape: tuple[int, ...], *, x_steps: int = 200, **other: Any) -> int:
+        """One model input per step: ``x_steps``.
+
+        ``**other``: :meth:`GetMask`'s other parameters, which do not change the count.
+
+        Raises:
+          TypeError, ValueError: a bad ``x_steps``.
+        """
+        return check_evaluation_count("x_steps", x_steps)

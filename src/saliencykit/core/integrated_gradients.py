@@ -21,7 +21,7 @@ from .base import (
     call_model_in_batches,
     scalar_outputs,
 )
-from .integration import LINSPACE, integration_points
+from .integration import LINSPACE, check_integration_steps, integration_points
 
 __all__ = ["IntegratedGradients", "IntegratedGradientsOutput"]
 
@@ -109,6 +109,7 @@ class IntegratedGradients(CoreSaliency):
             return points.astype(x_value.dtype, copy=False)
 
         average_gradient = np.zeros(x_value.shape, dtype=np.float64)
+        dtype = np.result_type(x_value.dtype, np.float32)  # and the gradients' dtype, if wider
         for start, stop, output in call_model_in_batches(
             call_model_function, path_points, len(alphas), batch_size, call_model_args, self.expected_keys
         ):
@@ -118,6 +119,18 @@ class IntegratedGradients(CoreSaliency):
             average_gradient += np.einsum("b,b...->...", weights[start:stop], gradients)
             dtype = np.result_type(gradients.dtype, x_value.dtype, np.float32)
         return (x_diff * average_gradient).astype(dtype)
+
+    def n_model_inputs(
+        self, x_shape: tuple[int, ...], *, x_steps: int = 25, integration_rule: str = LINSPACE, **other: Any
+    ) -> int:
+        """One model input per path point: ``x_steps`` (:meth:`GetMaskWithDetails` adds 2).
+
+        ``**other``: :meth:`GetMask`'s other parameters, which do not change the count.
+
+        Raises:
+          TypeError, ValueError: a bad ``x_steps`` or ``integration_rule``.
+        """
+        return check_integration_steps(integration_rule, x_steps)
 
     def GetMaskWithDetails(  # noqa: N802
         self,

@@ -6,6 +6,8 @@ the ``weights`` that multiply those gradients; the weights sum to one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import MAX_MODEL_EVALUATIONS, check_int
@@ -21,7 +23,28 @@ INTEGRATION_RULES = (
     "gausslegendre",
 )
 
-__all__ = ["INTEGRATION_RULES", "LINSPACE", "integration_points"]
+__all__ = ["INTEGRATION_RULES", "LINSPACE", "check_integration_steps", "integration_points"]
+
+
+def check_integration_steps(rule: str, n_steps: Any) -> int:
+    """Returns ``n_steps`` as an ``int`` if ``rule`` is a known rule and ``n_steps`` suits it.
+
+    Raises:
+      TypeError: ``n_steps`` not an integer.
+      ValueError: too few steps for ``rule`` (1, or 2 for ``"riemann_trapezoid"``),
+        more than :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS`, or an
+        unknown rule.
+    """
+    n_steps = check_int(
+        "x_steps",
+        n_steps,
+        minimum=2 if rule == "riemann_trapezoid" else 1,
+        maximum=MAX_MODEL_EVALUATIONS,
+        limit_reason="the most model evaluations one mask may ask for",
+    )
+    if rule not in INTEGRATION_RULES:
+        raise ValueError(f"integration_rule must be one of {INTEGRATION_RULES}, got {rule!r}")
+    return n_steps
 
 
 def integration_points(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,13 +69,7 @@ def integration_points(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]
         allocated).
       TypeError: ``n_steps`` not an integer.
     """
-    n_steps = check_int(
-        "x_steps",
-        n_steps,
-        minimum=2 if rule == "riemann_trapezoid" else 1,
-        maximum=MAX_MODEL_EVALUATIONS,
-        limit_reason="the most model evaluations one mask may ask for",
-    )
+    n_steps = check_integration_steps(rule, n_steps)
     uniform = np.full(n_steps, 1.0 / n_steps)
     if rule == LINSPACE:
         return np.linspace(0, 1, n_steps), uniform
@@ -66,7 +83,5 @@ def integration_points(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]
         weights = np.full(n_steps, 1.0 / (n_steps - 1))
         weights[[0, -1]] /= 2
         return np.linspace(0, 1, n_steps), weights
-    if rule == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
-        return (nodes + 1) / 2, weights / 2
-    raise ValueError(f"integration_rule must be one of {INTEGRATION_RULES}, got {rule!r}")
+    nodes, weights = np.polynomial.legendre.leggauss(n_steps)  # "gausslegendre"
+    return (nodes + 1) / 2, weights / 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -142,6 +143,78 @@ def sum_over_windows(origin_values: np.ndarray, window: int, axis: int) -> np.nd
     return result
 
 
+@dataclass(frozen=True)
+class _WindowGrid:
+    """The windows of one occlusion run, one entry per spatial axis (see :meth:`Occlusion.GetMask`).
+
+    Attributes:
+      x_shape: the input's shape.
+      spatial_shape: its spatial shape (its leading axes).
+      windows: the window's length along each spatial axis.
+      strides: the step between window starts along each spatial axis.
+      arguments: ``size`` and ``stride`` as given, for messages.
+    """
+
+    x_shape: tuple[int, ...]
+    spatial_shape: tuple[int, ...]
+    windows: tuple[int, ...]
+    strides: tuple[int, ...]
+    arguments: str
+
+    @classmethod
+    def parse(
+        cls,
+        x_shape: tuple[int, ...],
+        size: int | Sequence[int],
+        stride: int | Sequence[int],
+        spatial_axes: int | None,
+    ) -> _WindowGrid:
+        """Checks ``spatial_axes``, ``size`` and ``stride`` for an input of ``x_shape``.
+
+        Raises:
+          TypeError, ValueError: one of them is not an integer (or one per
+            spatial axis) >= 1; ``spatial_axes`` is more than the input's rank.
+        """
+        if spatial_axes is None:
+            n_spatial = 1 if len(x_shape) == 1 else IMAGE_SPATIAL_AXES
+        else:
+            n_spatial = check_int(
+                "spatial_axes",
+                spatial_axes,
+                maximum=len(x_shape),
+                limit_reason=f"x_value has shape {x_shape}",
+            )
+        windows = _ints_per_axis("size", size, n_spatial)
+        strides = _ints_per_axis("stride", stride, n_spatial)
+        return cls(x_shape, x_shape[:n_spatial], windows, strides, f"size={size!r}, stride={stride!r}")
+
+    def origins(self) -> list[np.ndarray]:
+        """The windows' starts along each spatial axis (:func:`window_origins`).
+
+        Raises:
+          ValueError: a window or stride longer than its axis, or more than
+            :data:`~saliencykit.core.base.MAX_MODEL_EVALUATIONS` model evaluations.
+        """
+        kind = {1: "sequence", 2: "image"}.get(len(self.spatial_shape), "input")
+        if any(window > length for window, length in zip(self.windows, self.spatial_shape, strict=True)):
+            raise ValueError(
+                f"size must fit inside the {kind}: window {'x'.join(map(str, self.windows))} for "
+                f"x_value of shape {self.x_shape} (spatial shape {self.spatial_shape})"
+            )
+        if any(step > length for step, length in zip(self.strides, self.spatial_shape, strict=True)):
+            raise ValueError(
+                f"stride must be at most the {kind}'s length along each spatial axis "
+                f"{self.spatial_shape}, got {'x'.join(map(str, self.strides))}"
+            )
+        origins = [
+            window_origins(length, window, step)
+            for length, window, step in zip(self.spatial_shape, self.windows, self.strides, strict=True)
+        ]
+        n_windows = math.prod(len(axis_origins) for axis_origins in origins)
+        check_evaluation_count(f"the number of windows + 1 ({self.arguments})", n_windows + 1)
+        return origins
+
+
 class Occlusion(CoreSaliency):
     """Occlusion sensitivity: how much the output drops when a patch is hidden.
 
@@ -238,39 +311,12 @@ class Occlusion(CoreSaliency):
         reference fails on rank-1 inputs and takes one number as ``value``.
         """
         x_value = as_float_array("x_value", x_value, min_ndim=1)
-        if spatial_axes is None:
-            n_spatial = 1 if x_value.ndim == 1 else IMAGE_SPATIAL_AXES
-        else:
-            n_spatial = check_int(
-                "spatial_axes",
-                spatial_axes,
-                maximum=x_value.ndim,
-                limit_reason=f"x_value has shape {x_value.shape}",
-            )
-        spatial_shape = x_value.shape[:n_spatial]
-        windows = _ints_per_axis("size", size, n_spatial)
-        strides = _ints_per_axis("stride", stride, n_spatial)
+        grid = _WindowGrid.parse(x_value.shape, size, stride, spatial_axes)
         fill = _fill_values(value, x_value)
         batch_size = check_int("batch_size", batch_size)
-        kind = {1: "sequence", 2: "image"}.get(n_spatial, "input")
-        if any(window > length for window, length in zip(windows, spatial_shape, strict=True)):
-            raise ValueError(
-                f"size must fit inside the {kind}: window {'x'.join(map(str, windows))} for "
-                f"x_value of shape {x_value.shape} (spatial shape {spatial_shape})"
-            )
-        if any(step > length for step, length in zip(strides, spatial_shape, strict=True)):
-            raise ValueError(
-                f"stride must be at most the {kind}'s length along each spatial axis {spatial_shape}, "
-                f"got {'x'.join(map(str, strides))}"
-            )
-
-        origins = [
-            window_origins(length, window, step)
-            for length, window, step in zip(spatial_shape, windows, strides, strict=True)
-        ]
+        origins, windows = grid.origins(), grid.windows
         counts = tuple(len(axis_origins) for axis_origins in origins)
         n_windows = math.prod(counts)
-        check_evaluation_count(f"the number of windows + 1 (size={size!r}, stride={stride!r})", n_windows + 1)
 
         def occluded_copies(start: int, stop: int) -> np.ndarray:
             # Example 0 is the input itself; example k >= 1 hides window k - 1.
@@ -283,7 +329,7 @@ class Occlusion(CoreSaliency):
                     slice(int(axis_origins[index]), int(axis_origins[index]) + length)
                     for axis_origins, index, length in zip(origins, position, windows, strict=True)
                 )
-                copy[window] = fill if np.ndim(fill) == 0 else fill[window]
+                copy[window] = fill if isinstance(fill, float) else fill[window]
             return batch
 
         outputs = np.empty(n_windows + 1, dtype=np.float64)
@@ -298,11 +344,33 @@ class Occlusion(CoreSaliency):
             outputs[start:stop] = scalar_outputs(answer[OUTPUT_LAYER_VALUES])
 
         score_drops = outputs[0] - outputs[1:].reshape(counts)
-        position_scores = np.zeros(spatial_shape, dtype=np.float64)
+        position_scores = np.zeros(grid.spatial_shape, dtype=np.float64)
         position_scores[np.ix_(*origins)] = score_drops
         for axis, window in enumerate(windows):
             position_scores = sum_over_windows(position_scores, window, axis=axis)
 
-        trailing = (None,) * (x_value.ndim - n_spatial)
+        trailing = (None,) * (x_value.ndim - len(grid.spatial_shape))
         dtype = np.result_type(x_value.dtype, np.float32)
         return np.broadcast_to(position_scores[(...,) + trailing], x_value.shape).astype(dtype)
+
+    def n_model_inputs(
+        self,
+        x_shape: tuple[int, ...],
+        *,
+        size: int | Sequence[int] = 15,
+        stride: int | Sequence[int] = 1,
+        spatial_axes: int | None = None,
+        **other: Any,
+    ) -> int:
+        """The input and one occluded copy per window: ``n_windows + 1`` (see :meth:`GetMask`).
+
+        ``**other``: :meth:`GetMask`'s other parameters, which do not change the count.
+
+        Raises:
+          TypeError, ValueError: a bad ``size``, ``stride`` or ``spatial_axes``
+            for ``x_shape``, as :meth:`GetMask` raises them.
+        """
+        if len(x_shape) < 1:
+            raise ValueError(f"x_value must have at least 1 dimension(s), got shape {tuple(x_shape)}")
+        origins = _WindowGrid.parse(tuple(x_shape), size, stride, spatial_axes).origins()
+        return math.prod(len(axis_origins) for axis_origins in origins) + 1

@@ -67,7 +67,7 @@ _INTERPOLATORS = {
     "cubic": interpolate.CloughTocher2DInterpolator,
 }
 
-PredFunc = Callable[[np.ndarray], Sequence[float]]
+PredFunc = Callable[[np.ndarray], np.ndarray | Sequence[float]]
 
 #: The largest width and height that lossless WebP (the entropy estimate) can encode.
 _WEBP_MAX_SIDE = 16383
@@ -104,7 +104,8 @@ class PicMemoryError(MemoryError):
     """
 
 
-class PicInterpolationError(ValueError, QhullError):
+# SciPy ships no type hints (its module is Any to mypy), so QhullError is Any here.
+class PicInterpolationError(ValueError, QhullError):  # type: ignore[misc]
     """Qhull failed to triangulate the kept pixels of a blurred image (:func:`create_blurred_image`).
 
     A ``ValueError`` and SciPy's ``QhullError`` (what the reference let through);
@@ -126,8 +127,8 @@ class PicMetricResult(NamedTuple):
       auc: the area under the curve (trapezoid rule).
     """
 
-    curve_x: Sequence[float]
-    curve_y: Sequence[float]
+    curve_x: np.ndarray | Sequence[float]
+    curve_y: np.ndarray | Sequence[float]
     blurred_images: Sequence[np.ndarray]
     predictions: Sequence[float]
     thresholds: Sequence[float]
@@ -143,8 +144,8 @@ class AggregateMetricResult(NamedTuple):
       auc: the area under the aggregated curve (trapezoid rule).
     """
 
-    curve_x: Sequence[float]
-    curve_y: Sequence[float]
+    curve_x: np.ndarray | Sequence[float]
+    curve_y: np.ndarray | Sequence[float]
     auc: float
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,15 +79,17 @@ class TF1Saliency:
         self.y = y
         self.x = x
 
+    # Ends in ``*args: Any, **kwargs: Any``: every method has its own parameters after
+    # ``feed_dict`` (the reference API), so no override narrows this signature.
     def GetMask(  # noqa: N802
-        self, x_value: np.ndarray, feed_dict: Mapping[Any, Any] | None = None, **kwargs: Any
+        self, x_value: np.ndarray, feed_dict: Mapping[Any, Any] | None = None, *args: Any, **kwargs: Any
     ) -> np.ndarray:
         """Returns the mask of the single, un-batched ``x_value``.
 
         Args:
           x_value: the input, without the batch dimension.
           feed_dict: further entries for ``session.run`` (other placeholders).
-          **kwargs: the method's own arguments.
+          *args, **kwargs: the method's own arguments.
         """
         raise NotImplementedError("A derived class should implement GetMask()")
 
@@ -128,12 +130,20 @@ class TF1Saliency:
         """
         if self.core_instance is None:
             return _MaskOfTF1Method(self).GetSmoothedMask(
-                x_value, None, feed_dict, stdev_spread, nsamples, magnitude, seed=seed, **kwargs
+                x_value,
+                _unused_call_model_function,
+                feed_dict,
+                stdev_spread,
+                nsamples,
+                magnitude,
+                seed=seed,
+                **kwargs,
             )
         self._check_batching(self._mask_arguments(kwargs), nsamples=nsamples)
         return self.core_instance.GetSmoothedMask(
             x_value,
-            self.call_model_function,
+            # Set with core_instance (TF1CoreSaliency, GuidedBackprop).
+            cast(CallModelFunction, self.call_model_function),
             call_model_args=feed_dict,
             stdev_spread=stdev_spread,
             nsamples=nsamples,
@@ -258,6 +268,7 @@ class TF1CoreSaliency(TF1Saliency):
     """
 
     gradients_needed: tuple[str, ...] = ("x",)
+    call_model_function: CallModelFunction
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any = None) -> None:
         """Builds the ``call_model_function`` of the graph.
@@ -281,6 +292,11 @@ class TF1CoreSaliency(TF1Saliency):
         for name in self.gradients_needed:
             if wrt_of_name[name] is not None:
                 check_gradient_can_be_built(graph, y, wrt_of_name[name], name)
+
+
+def _unused_call_model_function(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
+    """The ``call_model_function`` given to :class:`_MaskOfTF1Method`, whose ``GetMask`` never calls it."""
+    raise AssertionError("_MaskOfTF1Method calls the TF1 method's GetMask, not a call_model_function")
 
 
 class _MaskOfTF1Method(CoreSaliency):

@@ -20,6 +20,8 @@ class BlurIG(TF1CoreSaliency):
     for the arguments.
     """
 
+    core_instance: core_blur_ig.BlurIG
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_blur_ig.BlurIG()

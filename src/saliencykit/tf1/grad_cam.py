@@ -23,6 +23,7 @@ class GradCam(TF1CoreSaliency):
     """
 
     gradients_needed: tuple[str, ...] = ("conv_layer",)
+    core_instance: core_grad_cam.GradCam
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any) -> None:
         super().__init__(graph, session, y, x, conv_layer)

@@ -22,6 +22,8 @@ class GradientSaliency(TF1CoreSaliency):
     batch dimension); the reference runs one sample at a time.
     """
 
+    core_instance: core_gradients.GradientSaliency
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_gradients.GradientSaliency()

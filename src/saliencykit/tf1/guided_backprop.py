@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..core import gradients as core_gradients
-from ..core.base import GUIDED_INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES
+from ..core.base import GUIDED_INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES, CallModelFunction
 from ._tensorflow import tf, tf1
 from .base import TF1Saliency
 from .utils import NotDifferentiableError, checked_expected_keys, feed_dict_with_input, gradient_tensor
@@ -220,6 +220,9 @@ class GuidedBackprop(TF1Saliency):
       guided_grads_node: the guided ``d sum(y) / dx`` tensor of ``guided_graph``
         (None when ``y`` does not depend differentiably on ``x``).
     """
+
+    core_instance: core_gradients.GuidedBackprop
+    call_model_function: CallModelFunction
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, tmp_ckpt_path: str | None = None) -> None:
         """Copies the graph with guided ReLUs and the variable values ``y`` needs.

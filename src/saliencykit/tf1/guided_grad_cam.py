@@ -31,6 +31,7 @@ class GuidedGradCam(TF1CoreSaliency):
     """
 
     gradients_needed: tuple[str, ...] = ("conv_layer",)
+    core_instance: core_guided_grad_cam.GuidedGradCam
 
     def __init__(self, graph: Any, session: Any, y: Any, x: Any, conv_layer: Any) -> None:
         super().__init__(graph, session, y, x, conv_layer)
@@ -73,7 +74,7 @@ class GuidedGradCam(TF1CoreSaliency):
         """Guided gradients from the copy, every other key from ``graph``."""
         keys = list(expected_keys) if expected_keys is not None else [GUIDED_INPUT_OUTPUT_GRADIENTS]
         graph_keys = [key for key in keys if key != GUIDED_INPUT_OUTPUT_GRADIENTS]
-        output = {}
+        output: dict[str, np.ndarray] = {}
         if graph_keys:
             output.update(self._graph_call_model_function(x_value_batch, call_model_args, graph_keys))
         if GUIDED_INPUT_OUTPUT_GRADIENTS in keys:

@@ -20,6 +20,8 @@ class GuidedIG(TF1CoreSaliency):
     for the arguments. One input per ``session.run``.
     """
 
+    core_instance: core_guided_ig.GuidedIG
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_guided_ig.GuidedIG()

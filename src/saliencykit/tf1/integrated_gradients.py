@@ -20,6 +20,8 @@ class IntegratedGradients(TF1CoreSaliency):
     :class:`~saliencykit.tf1.base.TF1Saliency` for the arguments.
     """
 
+    core_instance: core_integrated_gradients.IntegratedGradients
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_integrated_gradients.IntegratedGradients()

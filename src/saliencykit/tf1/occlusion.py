@@ -25,6 +25,8 @@ class Occlusion(TF1CoreSaliency):
 
     gradients_needed: tuple[str, ...] = ()
 
+    core_instance: core_occlusion.Occlusion
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_occlusion.Occlusion()

@@ -23,6 +23,8 @@ class XRAI(TF1CoreSaliency):
     ``batch_size`` per ``session.run``.
     """
 
+    core_instance: core_xrai.XRAI
+
     def __init__(self, graph: Any, session: Any, y: Any, x: Any) -> None:
         super().__init__(graph, session, y, x)
         self.core_instance = core_xrai.XRAI()
