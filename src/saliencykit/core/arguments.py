@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "MAX_MODEL_EVALUATIONS",
+    "BaselineShapeError",
     "as_float_array",
     "baseline_like",
     "check_evaluation_count",
@@ -28,6 +29,15 @@ __all__ = [
 #: hours of model time; larger values are refused up front with a
 #: ``ValueError`` instead of an attempt to allocate their path or sample arrays.
 MAX_MODEL_EVALUATIONS = 10**7
+
+
+class BaselineShapeError(ValueError, AssertionError):
+    """A baseline whose shape is not the input's.
+
+    A ``ValueError`` like every argument error here, and an ``AssertionError``
+    because that is what the original raised (``assert x_baseline.shape ==
+    x_value.shape``), so code that caught it keeps working.
+    """
 
 
 def check_int(
@@ -135,13 +145,17 @@ def baseline_like(name: str, x_baseline: Any, x_value: np.ndarray) -> np.ndarray
     """Returns the baseline as an array of ``x_value``'s shape (zeros if ``None``).
 
     Raises:
-      ValueError: if its shape differs from ``x_value``'s, or it is not finite.
+      BaselineShapeError: (a ``ValueError`` and an ``AssertionError``, the
+        original's type) if its shape differs from ``x_value``'s.
+      ValueError: if it is not finite.
     """
     if x_baseline is None:
         return np.zeros_like(x_value)
     baseline = as_float_array(name, x_baseline, min_ndim=0)
     if baseline.shape != x_value.shape:
-        raise ValueError(f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}")
+        raise BaselineShapeError(
+            f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}"
+        )
     return baseline
 
 

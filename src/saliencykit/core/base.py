@@ -20,6 +20,7 @@ import numpy as np
 
 # The argument checks, importable from here as before they moved to .arguments.
 from .arguments import MAX_MODEL_EVALUATIONS as MAX_MODEL_EVALUATIONS
+from .arguments import BaselineShapeError as BaselineShapeError
 from .arguments import as_float_array as as_float_array
 from .arguments import baseline_like as baseline_like
 from .arguments import check_evaluation_count as check_evaluation_count
@@ -59,6 +60,20 @@ SHAPE_ERROR_MESSAGE = {
     ),
 }
 
+
+
+class MissingKeyError(ValueError, KeyError):
+    """``call_model_function`` did not answer a key that was asked for.
+
+    A ``ValueError`` like every answer error here, and a ``KeyError`` because
+    that is what the original raised (it indexed the answer), so code that
+    caught it keeps working. Its message reads as a ``ValueError``'s (no quotes).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
 CallModelFunction = Callable[..., Mapping[str, Any]]
 
 #: What a method's batch builder hands on beside the inputs (see
@@ -75,7 +90,9 @@ __all__ = [
     "INPUT_OUTPUT_GRADIENTS",
     "MAX_MODEL_EVALUATIONS",
     "OUTPUT_LAYER_VALUES",
+    "BaselineShapeError",
     "CoreSaliency",
+    "MissingKeyError",
     "call_model",
     "call_model_in_batches",
     "call_model_in_batches_with_extra",
@@ -111,8 +128,10 @@ def check_call_model_output(
         cannot be converted to a NumPy array (a torch tensor that requires
         grad or lives on a GPU, for example): the message names the key and
         the type returned and says to return NumPy arrays.
-      ValueError: if a key is missing, has the wrong shape or holds NaN/inf,
-        or is a ragged nested list.
+      MissingKeyError: (a ``ValueError`` and a ``KeyError``, the original's
+        type) if an expected key is missing.
+      ValueError: if a key has the wrong shape or holds NaN/inf, or is a
+        ragged nested list.
     """
     if not isinstance(output, Mapping):
         raise TypeError(
@@ -124,7 +143,7 @@ def check_call_model_output(
     actual: tuple[int, ...] | int | str
     for key in expected_keys:
         if key not in output:
-            raise ValueError(
+            raise MissingKeyError(
                 f"call_model_function did not return the expected key {key!r} "
                 f"(it returned keys {sorted(map(str, output))})"
             )

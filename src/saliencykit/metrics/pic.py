@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_SALIENCY_THRESHOLDS",
     "AggregateMetricResult",
     "ComputePicMetricError",
+    "ImageDtypeError",
     "PicInterpolationError",
     "PicMemoryError",
     "PicMetricResult",
@@ -91,6 +92,14 @@ class ComputePicMetricError(Exception):
     Raised by :func:`compute_pic_metric` when the model's prediction on the
     original image is below ``min_pred_value``, or when the fully blurred image
     is not lower than the original in entropy or in prediction.
+    """
+
+
+class ImageDtypeError(TypeError, ValueError):
+    """An image that is not ``uint8``.
+
+    A ``TypeError`` (a wrong dtype) and a ``ValueError``, which is what the
+    reference raised, so code that caught it keeps working.
     """
 
 
@@ -341,7 +350,7 @@ def estimate_image_entropy(image: np.ndarray) -> int:
     """
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise TypeError(f"image must be a uint8 array, got dtype {image.dtype}")
+        raise ImageDtypeError(f"image must be a uint8 array, got dtype {image.dtype}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
@@ -532,7 +541,7 @@ def compute_pic_metric(
     """
     img = np.asarray(img)
     if img.dtype != np.uint8:
-        raise TypeError(
+        raise ImageDtypeError(
             f"img must be a uint8 image, got dtype {img.dtype}; convert it (e.g. np.uint8(x * 255))"
         )
     img = _check_image("img", img)
