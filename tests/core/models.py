@@ -3,12 +3,15 @@
 Each model is a ``call_model_function``: ``model(x_batch, call_model_args=None,
 expected_keys=None)`` returns a dict with ``INPUT_OUTPUT_GRADIENTS`` (the exact
 gradient of the model's scalar output) and ``OUTPUT_LAYER_VALUES`` (that output,
-one value per example). Every model records the batches it received, so tests
-can count calls and check batch sizes.
+one value per example). Every model records the batches it received (and the
+``call_model_args`` and ``expected_keys`` of each call), so tests can count calls
+and check batch sizes. :class:`ConstantOutputModel` answers the same whatever the
+input; :func:`never_called` fails the test if it is called at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -38,11 +41,16 @@ class RecordingModel:
     def gradient(self, x_batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def __call__(self, x_value_batch, call_model_args=None, expected_keys=None):
+    def record(self, x_value_batch, call_model_args, expected_keys) -> np.ndarray:
+        """Records one call; returns the batch as an array."""
         x_value_batch = np.asarray(x_value_batch)
         self.batches.append(x_value_batch.copy())
         self.call_model_args.append(call_model_args)
         self.expected_keys.append(expected_keys)
+        return x_value_batch
+
+    def __call__(self, x_value_batch, call_model_args=None, expected_keys=None):
+        x_value_batch = self.record(x_value_batch, call_model_args, expected_keys)
         x64 = x_value_batch.astype(np.float64)
         return {INPUT_OUTPUT_GRADIENTS: self.gradient(x64), OUTPUT_LAYER_VALUES: self.value(x64)}
 
@@ -117,13 +125,24 @@ class MLPModel(RecordingModel):
         return ((self.v * (1 - hidden**2)) @ self.w).reshape(x_batch.shape)
 
 
-class ConstantOutputModel:
-    """Returns a fixed dict whatever the input: for testing output checks."""
+class ConstantOutputModel(RecordingModel):
+    """Returns the same answer whatever the input, and records each call like the models above.
+
+    For fixed layer values and gradients (Grad-CAM) or a malformed answer (for
+    testing output checks). A dict answer is returned as a new dict each call,
+    holding the same arrays, so that a caller that modifies the dict it gets
+    changes nothing for the next call.
+    """
 
     def __init__(self, output: Any) -> None:
+        super().__init__()
         self.output = output
-        self.num_calls = 0
 
     def __call__(self, x_value_batch, call_model_args=None, expected_keys=None):
-        self.num_calls += 1
-        return self.output
+        self.record(x_value_batch, call_model_args, expected_keys)
+        return dict(self.output) if isinstance(self.output, Mapping) else self.output
+
+
+def never_called(x_value_batch, call_model_args=None, expected_keys=None):
+    """A call_model_function for arguments that must be refused before any model call."""
+    raise AssertionError("bad arguments must be refused before the first model call")

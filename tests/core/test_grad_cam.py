@@ -14,25 +14,14 @@ from saliencykit.core.base import (
 )
 from saliencykit.core.grad_cam import GradCam, resize_map
 
+from .models import ConstantOutputModel
 
-def fixed_layer_model(layer_values, layer_gradients, calls=None):
-    """A call_model_function answering fixed conv values and gradients (batched as given)."""
 
-    def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
-        if calls is not None:
-            calls.append(
-                {
-                    "shape": x_value_batch.shape,
-                    "call_model_args": call_model_args,
-                    "expected_keys": expected_keys,
-                }
-            )
-        return {
-            CONVOLUTION_LAYER_VALUES: layer_values,
-            CONVOLUTION_OUTPUT_GRADIENTS: layer_gradients,
-        }
-
-    return call_model_function
+def fixed_layer_model(layer_values, layer_gradients):
+    """A model answering fixed conv values and gradients (batched as given), recording its calls."""
+    return ConstantOutputModel(
+        {CONVOLUTION_LAYER_VALUES: layer_values, CONVOLUTION_OUTPUT_GRADIENTS: layer_gradients}
+    )
 
 
 def horizontal_line_detector():
@@ -166,13 +155,13 @@ def test_parity_with_reference_on_random_inputs(layer_shape, input_shape, dtype,
 
 
 def test_one_call_with_call_model_args_and_expected_keys():
-    calls = []
     image = np.ones((5, 5, 1))
-    GradCam().GetMask(image, fixed_layer_model(image[None], image[None], calls), {"foo": "bar"})
-    assert len(calls) == 1
-    assert calls[0]["shape"] == (1, 5, 5, 1)
-    assert calls[0]["call_model_args"] == {"foo": "bar"}
-    assert calls[0]["expected_keys"] == [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
+    model = fixed_layer_model(image[None], image[None])
+    GradCam().GetMask(image, model, {"foo": "bar"})
+    assert model.num_calls == 1
+    assert model.batches[0].shape == (1, 5, 5, 1)
+    assert model.call_model_args[0] == {"foo": "bar"}
+    assert model.expected_keys[0] == [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
 
 
 def test_smoothed_mask_runs():
@@ -190,7 +179,7 @@ def test_missing_batch_dimension_is_the_reference_error(key):
     answer[key] = values[0]
     expected = SHAPE_ERROR_MESSAGE[key].format("1", "5")
     with pytest.raises(ValueError, match=expected):
-        GradCam().GetMask(np.zeros((5, 5, 1)), lambda x, **kwargs: answer)
+        GradCam().GetMask(np.zeros((5, 5, 1)), ConstantOutputModel(answer))
 
 
 def test_values_and_gradients_of_different_shapes():

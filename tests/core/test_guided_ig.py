@@ -10,33 +10,17 @@ import saliency.core.guided_ig as reference_guided_ig
 
 from saliencykit.core import INPUT_OUTPUT_GRADIENTS, GuidedIG, IntegratedGradients
 
-
-class MlpModel:
-    """f(x) = sum(v * tanh(W x)) on the flattened input; exact gradients; counts calls."""
-
-    def __init__(self, n_features: int, hidden: int = 6, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.w = rng.normal(size=(hidden, n_features))
-        self.v = rng.normal(size=hidden)
-        self.calls = 0
-
-    def value(self, x: np.ndarray) -> float:
-        return float(self.v @ np.tanh(self.w @ x.ravel()))
-
-    def __call__(self, x_batch, call_model_args=None, expected_keys=None):
-        self.calls += 1
-        x_batch = np.asarray(x_batch, dtype=np.float64)
-        flat = x_batch.reshape(len(x_batch), -1)
-        hidden = np.tanh(flat @ self.w.T)
-        gradients = ((1 - hidden**2) * self.v) @ self.w
-        return {INPUT_OUTPUT_GRADIENTS: gradients.reshape(x_batch.shape)}
+from .models import ConstantOutputModel, LinearModel, MLPModel, never_called
 
 
-def linear_model(weights: np.ndarray):
-    def call(x_batch, call_model_args=None, expected_keys=None):
-        return {INPUT_OUTPUT_GRADIENTS: np.broadcast_to(weights, np.shape(x_batch)).copy()}
+def mlp(input_shape: tuple[int, ...], seed: int = 0) -> MLPModel:
+    """The one-hidden-layer network of these tests: 6 hidden units."""
+    return MLPModel(input_shape, hidden=6, seed=seed)
 
-    return call
+
+def value(model: MLPModel, x: np.ndarray) -> float:
+    """The model's output on one example."""
+    return float(model.value(x[np.newaxis].astype(np.float64))[0])
 
 
 @pytest.fixture
@@ -64,7 +48,7 @@ def test_matches_reference(reference_without_numpy2_crash, kwargs: dict) -> None
     x_value = rng.random((6, 7, 3))
     x_value[0, :2] = 0.0  # features equal to the baseline never move
     baseline = np.zeros_like(x_value)
-    model = MlpModel(x_value.size)
+    model = mlp(x_value.shape)
     ours = GuidedIG().GetMask(x_value, model, x_baseline=baseline, **kwargs)
     theirs = reference_without_numpy2_crash.GetMask(x_value, model, x_baseline=baseline, **kwargs)
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
@@ -73,7 +57,7 @@ def test_matches_reference(reference_without_numpy2_crash, kwargs: dict) -> None
 def test_matches_reference_with_a_random_baseline(reference_without_numpy2_crash) -> None:
     rng = np.random.default_rng(7)
     x_value, baseline = rng.normal(size=50), rng.normal(size=50)
-    model = MlpModel(50, seed=2)
+    model = mlp((50,), seed=2)
     ours = GuidedIG().GetMask(x_value, model, x_baseline=baseline, x_steps=20, max_dist=0.2)
     theirs = reference_without_numpy2_crash.GetMask(
         x_value, model, x_baseline=baseline, x_steps=20, max_dist=0.2
@@ -86,7 +70,7 @@ def test_linear_model_gives_integrated_gradients() -> None:
     weights = np.array([2.0, 1.0])
     x_value = np.array([3.0, -4.0])
     baseline = np.array([1.0, 1.0])
-    attribution = GuidedIG().GetMask(x_value, linear_model(weights), x_baseline=baseline, x_steps=10)
+    attribution = GuidedIG().GetMask(x_value, LinearModel(weights), x_baseline=baseline, x_steps=10)
     np.testing.assert_allclose(attribution, (x_value - baseline) * weights, rtol=1e-12)
 
 
@@ -95,7 +79,7 @@ def test_degenerate_settings_give_straight_line_ig(kwargs: dict) -> None:
     """With no allowed deviation, or all features moved at once, the path is the straight line."""
     rng = np.random.default_rng(11)
     x_value = rng.random((5, 4, 3))
-    model = MlpModel(x_value.size, seed=4)
+    model = mlp(x_value.shape, seed=4)
     guided = GuidedIG().GetMask(x_value, model, x_steps=20, **kwargs)
     # Each step takes the gradient where the previous step ended: a left Riemann sum.
     straight = IntegratedGradients().GetMask(x_value, model, x_steps=20, integration_rule="riemann_left")
@@ -105,24 +89,23 @@ def test_degenerate_settings_give_straight_line_ig(kwargs: dict) -> None:
 def test_completeness_on_a_nonlinear_model() -> None:
     rng = np.random.default_rng(2)
     x_value = rng.random(40)
-    model = MlpModel(40, seed=9)
+    model = mlp((40,), seed=9)
     attribution = GuidedIG().GetMask(x_value, model, x_steps=400)
-    expected = model.value(x_value) - model.value(np.zeros(40))
+    expected = value(model, x_value) - value(model, np.zeros(40))
     assert abs(attribution.sum() - expected) < 0.02 * abs(expected) + 1e-6
 
 
 def test_one_call_per_step_and_none_when_input_is_baseline() -> None:
-    model = MlpModel(12)
+    model = mlp((12,))
     GuidedIG().GetMask(np.ones(12), model, x_steps=17)
-    assert model.calls == 17
-    model.calls = 0
+    assert model.num_calls == 17
     assert not GuidedIG().GetMask(np.ones(12), model, x_baseline=np.ones(12)).any()
-    assert model.calls == 0
+    assert model.num_calls == 17  # no call more
 
 
 def test_integer_input_is_converted() -> None:
     x_uint8 = np.array([[200, 10], [255, 0]], dtype=np.uint8)
-    model = MlpModel(4)
+    model = mlp(x_uint8.shape)
     from_uint8 = GuidedIG().GetMask(x_uint8, model, x_steps=10)
     from_float = GuidedIG().GetMask(x_uint8.astype(np.float64), model, x_steps=10)
     np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5)
@@ -137,7 +120,7 @@ def test_nan_gradients_raise_instead_of_looping_forever() -> None:
 
 
 def test_zero_gradients_terminate() -> None:
-    attribution = GuidedIG().GetMask(np.ones((3, 3)), linear_model(np.zeros((3, 3))), x_steps=5)
+    attribution = GuidedIG().GetMask(np.ones((3, 3)), LinearModel(np.zeros((3, 3))), x_steps=5)
     assert not attribution.any()
 
 
@@ -155,13 +138,11 @@ def test_zero_gradients_terminate() -> None:
 )
 def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        GuidedIG().GetMask(np.ones(4), MlpModel(4), **kwargs)
+        GuidedIG().GetMask(np.ones(4), mlp((4,)), **kwargs)
 
 
 def test_wrong_gradient_shape() -> None:
-    def bad_model(x_batch, call_model_args=None, expected_keys=None):
-        return {INPUT_OUTPUT_GRADIENTS: np.zeros((1, 3))}
-
+    bad_model = ConstantOutputModel({INPUT_OUTPUT_GRADIENTS: np.zeros((1, 3))})
     with pytest.raises(ValueError, match=r"INPUT_OUTPUT_GRADIENTS.*\(1, 4\).*\(1, 3\)"):
         GuidedIG().GetMask(np.ones(4), bad_model)
 
@@ -188,7 +169,7 @@ def test_sparse_input_matches_reference(reference_without_numpy2_crash, kwargs: 
     # feature that can still move is selected (the reference's quantile falls on the
     # features equal to the baseline); fraction=0.03 (23 features) still picks among them.
     x_value = _sparse_digit()
-    model = MlpModel(x_value.size, seed=3)
+    model = mlp(x_value.shape, seed=3)
     ours = GuidedIG().GetMask(x_value, model, x_baseline=np.zeros_like(x_value), **kwargs)
     theirs = reference_without_numpy2_crash.GetMask(
         x_value, model, x_baseline=np.zeros_like(x_value), **kwargs
@@ -199,15 +180,12 @@ def test_sparse_input_matches_reference(reference_without_numpy2_crash, kwargs: 
 
 def test_sparse_input_completeness() -> None:
     x_value = _sparse_digit(seed=1)
-    model = MlpModel(x_value.size, seed=5)
+    model = mlp(x_value.shape, seed=5)
     attribution = GuidedIG().GetMask(x_value, model, x_steps=1000)
-    expected = model.value(x_value) - model.value(np.zeros_like(x_value))
+    expected = value(model, x_value) - value(model, np.zeros_like(x_value))
     assert abs(attribution.sum() - expected) < 0.02 * abs(expected) + 1e-6
 
 
 def test_huge_step_count_is_refused() -> None:
-    def must_not_be_called(x_batch, call_model_args=None, expected_keys=None):
-        raise AssertionError("the step count must be refused before the first model call")
-
     with pytest.raises(ValueError, match=r"x_steps must be an integer <= 10000000"):
-        GuidedIG().GetMask(np.ones(4), must_not_be_called, x_steps=10**10)
+        GuidedIG().GetMask(np.ones(4), never_called, x_steps=10**10)

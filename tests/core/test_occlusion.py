@@ -11,23 +11,7 @@ from saliency.core import occlusion as reference_occlusion
 from saliencykit.core.base import OUTPUT_LAYER_VALUES, SHAPE_ERROR_MESSAGE
 from saliencykit.core.occlusion import Occlusion, sum_over_windows, window_origins
 
-
-def linear_model(weights, calls=None):
-    """f(x) = sum(weights * x) per example; records every batch it receives."""
-
-    def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
-        if calls is not None:
-            calls.append(
-                {
-                    "batch": np.array(x_value_batch),
-                    "call_model_args": call_model_args,
-                    "expected_keys": expected_keys,
-                }
-            )
-        flat = (x_value_batch * weights).reshape(len(x_value_batch), -1)
-        return {OUTPUT_LAYER_VALUES: flat.sum(axis=1)}
-
-    return call_model_function
+from .models import ConstantOutputModel, LinearModel, never_called
 
 
 def nonlinear_model(weights):
@@ -79,7 +63,7 @@ def test_reference_example():
             [0.0, 3.0, 6.0, 6.0, 3.0],
         ]
     )
-    model = linear_model(np.full((5, 5), 3.0))
+    model = LinearModel(np.full((5, 5), 3.0))
     np.testing.assert_array_equal(Occlusion().GetMask(image, model, size=3), expected)
     np.testing.assert_array_equal(Occlusion().GetMask(image, model, size=3, batch_size=4), expected)
 
@@ -98,7 +82,7 @@ def test_linear_model_gives_exact_window_sums(value):
         for left in range(8 - size + 1):
             window = (slice(top, top + size), slice(left, left + size))
             expected[window] += drop_per_pixel[window].sum()
-    mask = Occlusion().GetMask(image, linear_model(weights), size=size, value=value, batch_size=6)
+    mask = Occlusion().GetMask(image, LinearModel(weights), size=size, value=value, batch_size=6)
     assert mask.shape == image.shape
     np.testing.assert_array_equal(mask[..., 0], expected)
     np.testing.assert_array_equal(mask[..., 1], expected)
@@ -128,16 +112,13 @@ def test_parity_with_reference(shape, size, dtype, batch_size):
 
 @pytest.mark.parametrize("batch_size, call_sizes", [(1, [1] * 10), (4, [4, 4, 2]), (10, [10]), (64, [10])])
 def test_call_counts_under_batching(batch_size, call_sizes):
-    calls = []
+    model = LinearModel(np.ones((5, 5)))
     image = np.arange(25.0).reshape(5, 5) + 1.0
-    Occlusion().GetMask(
-        image, linear_model(np.ones((5, 5)), calls), {"foo": "bar"}, size=3, batch_size=batch_size
-    )
-    assert [len(call["batch"]) for call in calls] == call_sizes
-    for call in calls:
-        assert call["call_model_args"] == {"foo": "bar"}
-        assert call["expected_keys"] == [OUTPUT_LAYER_VALUES]
-    examples = np.concatenate([call["batch"] for call in calls])
+    Occlusion().GetMask(image, model, {"foo": "bar"}, size=3, batch_size=batch_size)
+    assert model.batch_sizes == call_sizes
+    assert model.call_model_args == [{"foo": "bar"}] * len(call_sizes)
+    assert model.expected_keys == [[OUTPUT_LAYER_VALUES]] * len(call_sizes)
+    examples = np.concatenate(model.batches)
     np.testing.assert_array_equal(examples[0], image)  # the unoccluded input comes first
     assert all(np.count_nonzero(example == 0) == 9 for example in examples[1:])
     assert len({example.tobytes() for example in examples}) == 10
@@ -165,11 +146,10 @@ def test_stride_and_rectangular_windows_match_brute_force(shape, size, stride):
 
 
 def test_stride_call_count_and_edge_windows():
-    calls = []
-    image = np.ones((10, 10))
-    Occlusion().GetMask(image, linear_model(np.ones((10, 10)), calls), size=3, stride=4, batch_size=100)
+    model = LinearModel(np.ones((10, 10)))
+    Occlusion().GetMask(np.ones((10, 10)), model, size=3, stride=4, batch_size=100)
     # Starts 0, 4 and the edge window at 7 along each axis: 9 windows + the input.
-    assert len(calls) == 1 and len(calls[0]["batch"]) == 10
+    assert model.batch_sizes == [10]
 
 
 def test_window_origins():
@@ -193,9 +173,9 @@ def test_sum_over_windows_on_both_axes():
 def test_extra_trailing_axes_and_integer_input():
     image = np.arange(6 * 5 * 2 * 2, dtype=np.uint8).reshape(6, 5, 2, 2)
     weights = np.linspace(0.0, 1.0, image.size).reshape(image.shape)
-    mask = Occlusion().GetMask(image, linear_model(weights), size=2, batch_size=8)
+    mask = Occlusion().GetMask(image, LinearModel(weights), size=2, batch_size=8)
     assert mask.shape == image.shape and mask.dtype.kind == "f"
-    expected = brute_force_occlusion(image.astype(np.float64), linear_model(weights), (2, 2), 0.0, (1, 1))
+    expected = brute_force_occlusion(image.astype(np.float64), LinearModel(weights), (2, 2), 0.0, (1, 1))
     np.testing.assert_allclose(mask, expected, rtol=1e-5)
     assert np.all(mask == mask[:, :, :1, :1])
 
@@ -208,7 +188,7 @@ def test_output_of_shape_batch_by_one_is_accepted():
 
     np.testing.assert_array_equal(
         Occlusion().GetMask(image, model, size=2, batch_size=3),
-        Occlusion().GetMask(image, linear_model(np.ones((4, 4))), size=2),
+        Occlusion().GetMask(image, LinearModel(np.ones((4, 4))), size=2),
     )
 
 
@@ -230,14 +210,14 @@ def test_output_of_shape_batch_by_one_is_accepted():
 )
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
-        Occlusion().GetMask(np.ones((5, 5, 3)), linear_model(np.ones((5, 5, 3))), **kwargs)
+        Occlusion().GetMask(np.ones((5, 5, 3)), LinearModel(np.ones((5, 5, 3))), **kwargs)
 
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="at least 1 dimension"):
-        Occlusion().GetMask(np.float64(5.0), linear_model(1.0), size=1)
+        Occlusion().GetMask(np.float64(5.0), LinearModel(1.0), size=1)
     with pytest.raises(ValueError, match="finite"):
-        Occlusion().GetMask(np.full((5, 5), np.nan), linear_model(np.ones((5, 5))), size=2)
+        Occlusion().GetMask(np.full((5, 5), np.nan), LinearModel(np.ones((5, 5))), size=2)
 
 
 def test_nan_from_the_model():
@@ -259,9 +239,7 @@ def test_several_values_per_example_is_a_clear_error():
 
 
 def test_wrong_batch_dimension_is_the_reference_error():
-    def model(x, call_model_args=None, expected_keys=None):
-        return {OUTPUT_LAYER_VALUES: np.ones(5)}
-
+    model = ConstantOutputModel({OUTPUT_LAYER_VALUES: np.ones(5)})
     expected = SHAPE_ERROR_MESSAGE[OUTPUT_LAYER_VALUES].format("1", "5")
     with pytest.raises(ValueError, match=expected):
         Occlusion().GetMask(np.zeros((5, 5)), model, size=3)
@@ -275,16 +253,16 @@ def test_wrong_batch_dimension_is_the_reference_error():
 
 def test_missing_key():
     with pytest.raises(ValueError, match="did not return the expected key"):
-        Occlusion().GetMask(np.zeros((5, 5)), lambda x, **kwargs: {}, size=3)
+        Occlusion().GetMask(np.zeros((5, 5)), ConstantOutputModel({}), size=3)
 
 
 def test_memory_is_bounded_by_batch_size():
     # A large image, few windows: every call holds at most batch_size copies.
-    calls = []
     image = np.ones((64, 64, 3), dtype=np.float32)
-    Occlusion().GetMask(image, linear_model(np.ones_like(image), calls), size=16, stride=16, batch_size=3)
-    assert max(len(call["batch"]) for call in calls) == 3
-    assert len(calls) == math.ceil((16 + 1) / 3)
+    model = LinearModel(np.ones_like(image))
+    Occlusion().GetMask(image, model, size=16, stride=16, batch_size=3)
+    assert max(model.batch_sizes) == 3
+    assert model.num_calls == math.ceil((16 + 1) / 3)
 
 
 # --------------------------------------------------------------------------
@@ -317,14 +295,14 @@ def test_sequence_slides_along_its_one_axis(stride):
     rng = np.random.default_rng(21)
     sequence = rng.normal(size=40)
     model = nonlinear_model(rng.normal(size=40))
-    calls = []
     mask = Occlusion().GetMask(sequence, model, size=10, value=0.5, stride=stride, batch_size=8)
     expected = brute_force_sequence_occlusion(sequence, model, 10, 0.5, stride)
     assert mask.shape == (40,)
     np.testing.assert_allclose(mask, expected, rtol=1e-12, atol=1e-12)
     # One call on the input plus one per window: 31 windows at stride 1.
-    Occlusion().GetMask(sequence, linear_model(np.ones(40), calls), size=10, batch_size=1000)
-    assert len(calls[0]["batch"]) == 1 + 31
+    linear = LinearModel(np.ones(40))
+    Occlusion().GetMask(sequence, linear, size=10, batch_size=1000)
+    assert linear.batch_sizes[0] == 1 + 31
 
 
 @pytest.mark.parametrize(
@@ -372,7 +350,7 @@ def test_volume_with_three_spatial_axes():
     rng = np.random.default_rng(24)
     volume = rng.integers(-3, 4, size=(4, 5, 3, 2)).astype(np.float64)
     weights = rng.integers(-2, 3, size=volume.shape).astype(np.float64)
-    mask = Occlusion().GetMask(volume, linear_model(weights), size=2, spatial_axes=3, batch_size=50)
+    mask = Occlusion().GetMask(volume, LinearModel(weights), size=2, spatial_axes=3, batch_size=50)
     drop = (weights * volume).sum(axis=-1)  # f(x) - f(x with a window zeroed) = sum of w x over it
     expected = np.zeros((4, 5, 3))
     for d in range(3):
@@ -381,10 +359,6 @@ def test_volume_with_three_spatial_axes():
                 window = (slice(d, d + 2), slice(h, h + 2), slice(w, w + 2))
                 expected[window] += drop[window].sum()
     np.testing.assert_array_equal(mask[..., 0], expected)
-
-
-def _never_called(x_value_batch, call_model_args=None, expected_keys=None):
-    raise AssertionError("bad arguments must be refused before the first model call")
 
 
 @pytest.mark.parametrize(
@@ -401,25 +375,25 @@ def _never_called(x_value_batch, call_model_args=None, expected_keys=None):
 )
 def test_bad_arguments_for_sequences_and_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        Occlusion().GetMask(np.ones((5, 5, 3)), _never_called, **kwargs)
+        Occlusion().GetMask(np.ones((5, 5, 3)), never_called, **kwargs)
 
 
 def test_sequence_window_larger_than_the_sequence():
     with pytest.raises(ValueError, match=r"size must fit inside the sequence: window 10 .*\(8,\)"):
-        Occlusion().GetMask(np.ones(8), _never_called, size=10)
+        Occlusion().GetMask(np.ones(8), never_called, size=10)
 
 
 def test_too_many_windows_are_refused_before_any_call():
     # 3200 x 3200 windows of one pixel: more than 10**7 model evaluations.
     image = np.broadcast_to(np.float32(0.5), (3200, 3200))
     with pytest.raises(ValueError, match=r"number of windows \+ 1 .* must be an integer <= 10000000"):
-        Occlusion().GetMask(image, _never_called, size=1)
+        Occlusion().GetMask(image, never_called, size=1)
 
 
 def test_float16_input_gives_a_finite_float32_map():
     image = np.full((4, 4), 100.0, dtype=np.float16)
-    mask = Occlusion().GetMask(image, linear_model(np.full((4, 4), 100.0)), size=3)
+    mask = Occlusion().GetMask(image, LinearModel(np.full((4, 4), 100.0)), size=3)
     assert mask.dtype == np.float32
     assert np.isfinite(mask).all() and mask.max() == 4 * 9 * 100.0 * 100.0  # 360000 > float16's 65504
     with pytest.raises(ValueError, match=r"value must be representable in x_value's dtype float16"):
-        Occlusion().GetMask(image, _never_called, size=3, value=1e6)
+        Occlusion().GetMask(image, never_called, size=3, value=1e6)
