@@ -122,6 +122,35 @@ def test_a_missing_gradient_is_an_error() -> None:
         NoGradient(mix, head, target=0)(images)
 
 
+def test_per_row_targets_and_predicted_come_from_the_template() -> None:
+    """The template's default row operations (NumPy's): no framework code for per-row targets."""
+    mix, head, images = make_model()
+    images = np.concatenate([images, -images])  # rows with different top classes
+    outputs = (images @ mix).sum(axis=(1, 2)) @ head
+    call = NumpyAdapter(mix, head, target=0)
+    rows = np.arange(len(images))
+    twice = lambda o: 2 * o[:, 1]  # noqa: E731
+    answer = call(images, call_model_args=[3, twice, "predicted", -1], expected_keys=[OUTPUTS])[OUTPUTS]
+    np.testing.assert_allclose(answer, [outputs[0, 3], 2 * outputs[1, 1], outputs[2].max(), outputs[3, -1]])
+    top = outputs.argmax(axis=1)
+    assert len(set(top.tolist())) > 1
+    np.testing.assert_array_equal(call.predicted_classes(images), top)
+    predicted = call(images, call_model_args="predicted", expected_keys=[OUTPUTS])[OUTPUTS]
+    np.testing.assert_allclose(predicted, outputs[rows, top])
+    assert call.resolve_call_model_args(images, ["predicted", 1, None, {"target": "predicted"}], 3) == [
+        top[0],
+        1,
+        None,
+        {"target": top[3]},
+    ]
+    packed = call.pack_call_model_args([None, 4, {"target": 2}, twice])
+    assert packed == {"target": [0, 4, 2, twice]} and Adapter.SUPPORTS_ROW_TARGETS
+    with pytest.raises(
+        ValueError, match=r"target has 3 per-row entries, expected one per row of the batch \(4\)"
+    ):
+        call(images, call_model_args=np.array([0, 1, 2]), expected_keys=[OUTPUTS])
+
+
 def test_one_did_you_mean_rule_for_layer_names() -> None:
     layers = [object(), object(), object()]
     named = list(zip(["features.conv1", "features.conv2", "head"], layers, strict=True))

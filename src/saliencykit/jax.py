@@ -25,7 +25,12 @@ Each (target, keys) combination is ``jax.jit``-compiled once and cached (a new
 batch shape retraces once, as ``jax.jit`` always does). Targets passed per call
 through ``call_model_args`` are cached too, but only the most recent
 :data:`OVERRIDE_CACHE_SIZE` of them, so a fresh ``lambda`` on every call cannot
-grow memory without bound (it only costs a retrace each time). The functions
+grow memory without bound (it only costs a retrace each time). Per-row targets
+are arguments of the compiled function, not constants in it: per-row class
+indices compile once whatever the classes (once more when callables, or
+``"predicted"``, join them, and when the rows they take change in number).
+Their range is checked before the call, against the output shape found once
+per input shape with ``jax.eval_shape``. The functions
 are pure and the caches locked, so several threads may call one adapter (or
 several adapters of one model) at once.
 
@@ -58,12 +63,13 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from . import _adapter
-from ._adapter import Adapter, Gradients, check_target_type
+from ._adapter import TOP_CLASS, Adapter, Gradients, RowTargets, _SameObject, check_target_type
 from .core.base import CallModelFunction
 
 __all__ = ["OVERRIDE_CACHE_SIZE", "make_call_model_function", "select_target"]
 
-Target = int | Callable[[jax.Array], jax.Array]
+#: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
+Target = int | str | Callable[[jax.Array], jax.Array] | np.ndarray | Sequence[Any]
 LayerPair = tuple[Callable[..., jax.Array], Callable[..., jax.Array]]
 
 #: How many compiled functions are kept for targets given per call through
@@ -106,18 +112,35 @@ GUIDED_NOT_SUPPORTED = (
 # --------------------------------------------------------------------------
 
 
+def _take_classes(outputs: jax.Array, classes: Any) -> jax.Array:
+    """``outputs[i, classes[i]]`` for every row i."""
+    return jnp.take_along_axis(outputs, jnp.asarray(classes)[:, None], axis=1)[:, 0]
+
+
+#: The JAX operations for ``"predicted"`` and per-row targets (gathers, so gradients flow).
+_ROW_OPS = _adapter.RowOps(
+    take_rows=lambda values, rows: jnp.take(values, jnp.asarray(rows), axis=0),
+    take_classes=_take_classes,
+    argmax=lambda outputs: jnp.argmax(outputs, axis=1),
+    concat=jnp.concatenate,
+)
+
+
 def select_target(outputs: Any, target: Target) -> jax.Array:
     """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
 
     Works on concrete arrays and inside ``jax.jit`` / ``jax.vjp`` traces.
+    ``"predicted"`` is each row's own top class; per-row targets explain row
+    i through its own (see :func:`saliencykit._adapter.select_target`).
 
     Args:
       outputs: the model's output batch, ``[batch, classes]`` for a class
         index, any ``[batch, ...]`` array for a callable; a tuple or list
         means its first element (e.g. Flax's ``(output, state)``).
-      target: a class index (negative counts from the end) or a callable
+      target: a class index (negative counts from the end), a callable
         mapping the output batch to one scalar per example, shape
-        ``[batch]`` or ``[batch, 1]``.
+        ``[batch]`` or ``[batch, 1]``, ``"predicted"``, or per-row targets
+        (an integer array ``[batch]``, a list/tuple of ``batch`` of those).
 
     Returns:
       A ``[batch]`` array.
@@ -133,32 +156,38 @@ def select_target(outputs: Any, target: Target) -> jax.Array:
         target,
         is_array=lambda value: hasattr(value, "shape"),
         flatten=lambda selected, batch: jnp.reshape(selected, (batch,)),
+        ops=_ROW_OPS,
     )
 
 
-class _SameObject:
-    """A cache key for a callable target: equal only to itself, and keeps it alive.
+def _target_key(target: Any) -> Any:
+    """A hashable cache key for ``target``.
 
-    Holding the callable guarantees its ``id`` is not reused by another object
-    while the cache entry exists (keying by a bare ``id`` would risk that).
+    An int as itself, a callable (or per-row targets not yet grouped) by
+    identity, ``"predicted"`` and :data:`~saliencykit._adapter.TOP_CLASS` as
+    themselves, :class:`~saliencykit._adapter.RowTargets` by their structure
+    (their arrays are arguments of the compiled function: :func:`_row_arrays`).
     """
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _SameObject) and other.obj is self.obj
-
-
-def _target_key(target: Target) -> Any:
-    """A hashable cache key for ``target`` (an int as itself, a callable by identity)."""
+    if isinstance(target, RowTargets):
+        return target.key
+    if target is TOP_CLASS or _adapter.is_predicted(target):
+        return target
     check_target_type(target)
-    return _SameObject(target) if callable(target) else int(target)
+    return _SameObject(target) if callable(target) or _adapter.is_per_row(target) else int(target)
+
+
+def _row_arrays(target: Any) -> Any:
+    """The arguments a compiled function takes for ``target``: a RowTargets' arrays (int32), else ()."""
+    if not isinstance(target, RowTargets):
+        return ()
+    classes, position, rows = target.arrays
+    as_int32 = lambda array: None if array is None else np.asarray(array, np.int32)  # noqa: E731
+    return as_int32(classes), as_int32(position), tuple(as_int32(group) for group in rows)
+
+
+def _bound(target: Any, arrays: Any) -> Any:
+    """``target`` with the compiled function's ``arrays`` (a RowTargets' tracers), else ``target``."""
+    return target.with_arrays(arrays) if isinstance(target, RowTargets) else target
 
 
 # --------------------------------------------------------------------------
@@ -315,6 +344,8 @@ class _JaxCallModelFunction(Adapter):
         # Guards the caches' bookkeeping (the LRU order, evictions); compiled functions run outside it.
         self._cache_lock = threading.Lock()
         self._layer_pair_verified = False
+        #: The model's output shape per (input shape, dtype), for the range of per-row class indices.
+        self._output_shapes: dict[tuple[tuple[int, ...], str], tuple[int, ...]] = {}
 
     # ---- the template's operations -----------------------------------------
 
@@ -326,7 +357,8 @@ class _JaxCallModelFunction(Adapter):
         return value if isinstance(value, np.ndarray) else np.array(value)
 
     def forward(self, inputs: jax.Array, target: Target) -> jax.Array:
-        return self._compiled(target, None).function(self._params, inputs)
+        self._check_row_classes(inputs, target)
+        return self._compiled(target, None).function(self._params, inputs, _row_arrays(target))
 
     def gradients(
         self, inputs: jax.Array, target: Target, *, want_input: bool, want_layer: bool
@@ -337,10 +369,14 @@ class _JaxCallModelFunction(Adapter):
           ValueError: a gradient that is zero by construction, or (on the
             first Grad-CAM call) a layer pair that does not reproduce ``apply_fn``.
         """
+        self._check_row_classes(inputs, target)
         request = _Request(want_input, want_layer)
         entry = self._compiled(target, request)
         computed = Gradients(
-            *(None if value is None else np.array(value) for value in entry.function(self._params, inputs))
+            *(
+                None if value is None else np.array(value)
+                for value in entry.function(self._params, inputs, _row_arrays(target))
+            )
         )
         all_zero = [
             name for name in _GRADIENT_FIELDS if _asks(request, name) and not getattr(computed, name).any()
@@ -355,6 +391,27 @@ class _JaxCallModelFunction(Adapter):
         if want_layer and not self._layer_pair_verified:
             self._verify_layer_pair(inputs, target, computed.selected)
         return computed
+
+    def _check_row_classes(self, x: jax.Array, target: Target) -> None:
+        """ValueError for a per-row class index out of the model's range (checked before the compiled call).
+
+        Inside the compiled function the indices are tracers, whose values
+        cannot be checked (and an out-of-range gather does not fail in JAX).
+        """
+        if not isinstance(target, RowTargets) or target.classes is None:
+            return
+        key = (tuple(x.shape), str(x.dtype))
+        shape = self._output_shapes.get(key)
+        if shape is None:
+            outputs = jax.eval_shape(
+                lambda params, x_: self._call(self._apply_fn, params, self._model_input(x_)), self._params, x
+            )
+            if isinstance(outputs, (tuple, list)):
+                outputs = outputs[0] if outputs else None
+            shape = tuple(getattr(outputs, "shape", ()))
+            self._output_shapes[key] = shape
+        if len(shape) == 2:
+            _adapter.check_row_classes(target, shape[1])
 
     # ---- the model, as pure functions of (params, x) ----------------------
 
@@ -446,9 +503,13 @@ class _JaxCallModelFunction(Adapter):
                     self._override_cache.move_to_end(key)
                 return entry
             if request is None:
-                function = jax.jit(lambda params, x: self._forward(params, x, target))
+                function = jax.jit(lambda params, x, arrays: self._forward(params, x, _bound(target, arrays)))
             else:
-                function = jax.jit(lambda params, x: self._differentiate(params, x, target, request, None))
+                function = jax.jit(
+                    lambda params, x, arrays: self._differentiate(
+                        params, x, _bound(target, arrays), request, None
+                    )
+                )
             entry = _Compiled(function, {})
             cache[key] = entry
             if cache is self._override_cache and len(cache) > OVERRIDE_CACHE_SIZE:
@@ -489,7 +550,7 @@ class _JaxCallModelFunction(Adapter):
         Raises:
           ValueError: the two differ by more than :data:`LAYER_PAIR_RTOL` (relative).
         """
-        direct = np.asarray(self._compiled(target, None).function(self._params, x))
+        direct = np.asarray(self._compiled(target, None).function(self._params, x, _row_arrays(target)))
         scale = float(np.max(np.abs(direct))) if direct.size else 0.0
         if direct.shape != head_values.shape or not np.allclose(
             head_values, direct, rtol=LAYER_PAIR_RTOL, atol=LAYER_PAIR_RTOL * max(scale, 1e-6)
@@ -523,10 +584,14 @@ def make_call_model_function(
         ``float64`` batch when ``jax_enable_x64`` is on). It returns
         ``[N, classes]`` (or anything a callable ``target`` understands; a tuple
         or list means its first element). It must be traceable by ``jax.jit``.
-      target: what is explained: a class index (``outputs[:, target]``) or a
+      target: what is explained: a class index (``outputs[:, target]``), a
         callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output). ``call_model_args`` overrides it per
-        call: an int, a callable, or a dict with a ``"target"`` entry.
+        probability, a regression output), ``"predicted"`` (each row's own top
+        class), or per-row targets: an integer array ``[N]`` or a list/tuple
+        of N ints, callables or ``"predicted"``, N the batch's length (row i
+        through its own: ``outputs[i, t_i]``; a callable gets the rows that
+        share it). ``call_model_args`` overrides it per call: any of these, or
+        a dict with a ``"target"`` entry.
       params: the model's parameters, a pytree of arrays passed to every
         function as its first argument (and as an argument of the jitted
         functions, not baked into them as constants); gradients are never taken
@@ -545,7 +610,9 @@ def make_call_model_function(
       answering ``INPUT_OUTPUT_GRADIENTS``, ``OUTPUT_LAYER_VALUES`` (the
       target, shape [N]), ``CONVOLUTION_LAYER_VALUES`` and
       ``CONVOLUTION_OUTPUT_GRADIENTS`` as writable NumPy arrays (copies, so a
-      caller may modify a mask in place).
+      caller may modify a mask in place). It is an instance of the shared
+      template, :class:`saliencykit._adapter.Adapter`, with its batch-scheduler
+      methods ``pack_call_model_args`` and ``resolve_call_model_args``.
 
     Raises:
       TypeError, ValueError: at construction for a non-callable ``apply_fn`` or

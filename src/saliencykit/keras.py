@@ -60,7 +60,8 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
     )
 
-Target = int | Callable[[tf.Tensor], tf.Tensor]
+#: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
+Target = int | str | Callable[[tf.Tensor], tf.Tensor] | np.ndarray | Sequence[Any]
 
 #: Activation functions whose backward pass guided backpropagation changes
 #: when a layer holds them as its ``activation`` (``Dense(..., activation="relu")``,
@@ -77,29 +78,50 @@ RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (
 _MISSING = object()
 
 
+def _concat(pieces: list[tf.Tensor]) -> tf.Tensor:
+    return tf.concat([tf.cast(piece, pieces[0].dtype) for piece in pieces], axis=0)
+
+
+#: The TensorFlow operations for ``"predicted"`` and per-row targets (gathers, so gradients flow).
+_ROW_OPS = _adapter.RowOps(
+    take_rows=lambda values, rows: tf.gather(values, rows),
+    take_classes=lambda outputs, classes: tf.gather(outputs, classes, batch_dims=1),
+    argmax=lambda outputs: tf.argmax(outputs, axis=1),
+    concat=_concat,
+)
+
+
 def select_target(outputs: tf.Tensor | Sequence[tf.Tensor], target: Target) -> tf.Tensor:
     """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
 
     The same rules as :func:`saliencykit.torch.select_target`: a model with
-    several outputs (a tuple or list) is explained through its first one.
+    several outputs (a tuple or list) is explained through its first one;
+    ``"predicted"`` is each row's own top class; per-row targets explain row
+    i through its own, gathered in TensorFlow.
 
     Args:
       outputs: the model's output batch, ``[N, classes]`` for a class index
         (or ``[N, ...]`` for a callable), or a tuple/list whose first element is.
-      target: a class index in ``[-classes, classes)`` or a callable mapping the
-        output batch to a tensor of shape ``[N]`` or ``[N, 1]``.
+      target: a class index in ``[-classes, classes)``, a callable mapping the
+        output batch to a tensor of shape ``[N]`` or ``[N, 1]``,
+        ``"predicted"``, or per-row targets: an integer array ``[N]`` or a
+        list/tuple of N of those (a callable gets the rows that share it).
 
     Returns:
       A tensor of shape ``[N]``.
 
     Raises:
       ValueError: a class index out of range, an output that is not
-        ``[batch, classes]`` for an index, or a callable that does not return
-        one scalar per example.
+        ``[batch, classes]`` for an index, a callable that does not return
+        one scalar per example, or per-row targets of the wrong length.
       TypeError: a target that is neither an integer nor a callable.
     """
     return _adapter.select_target(
-        outputs, target, is_array=tf.is_tensor, flatten=lambda selected, batch: tf.reshape(selected, [batch])
+        outputs,
+        target,
+        is_array=tf.is_tensor,
+        flatten=lambda selected, batch: tf.reshape(selected, [batch]),
+        ops=_ROW_OPS,
     )
 
 
@@ -471,10 +493,14 @@ def make_call_model_function(
       model: a functional, Sequential or subclassed ``keras.Model`` (any Keras
         layer works) taking one channel-last tensor; its weights and
         ``trainable`` flags are never changed.
-      target: what is explained: a class index (``outputs[:, target]``) or a
+      target: what is explained: a class index (``outputs[:, target]``), a
         callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output). ``call_model_args`` overrides it per
-        call: an int, a callable, or a dict with a ``"target"`` entry.
+        probability, a regression output), ``"predicted"`` (each row's own top
+        class), or per-row targets: an integer array ``[N]`` or a list/tuple
+        of N ints, callables or ``"predicted"``, N the batch's length (row i
+        through its own: ``outputs[i, t_i]``; a callable gets the rows that
+        share it). ``call_model_args`` overrides it per call: any of these, or
+        a dict with a ``"target"`` entry.
       layer: the layer (or its name, nested layers included) whose output
         Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
         back channel-last (``N x ... x C``; a ``data_format='channels_first'``
@@ -504,7 +530,8 @@ def make_call_model_function(
       ``GUIDED_INPUT_OUTPUT_GRADIENTS`` (the batch's shape; see
       the module docstring), exactly the keys asked for; ``expected_keys=None``
       means ``[INPUT_OUTPUT_GRADIENTS]``. It is an instance of the shared
-      template, :class:`saliencykit._adapter.Adapter`.
+      template, :class:`saliencykit._adapter.Adapter`, with its batch-scheduler
+      methods ``pack_call_model_args`` and ``resolve_call_model_args``.
 
     Raises:
       TypeError: at construction for a model that is not a Keras layer or a

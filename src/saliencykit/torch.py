@@ -61,7 +61,8 @@ from .core.base import CallModelFunction
 
 __all__ = ["DeviceMismatchError", "make_call_model_function", "normalize", "select_target"]
 
-Target = int | Callable[[torch.Tensor], torch.Tensor]
+#: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
+Target = int | str | Callable[[torch.Tensor], torch.Tensor] | np.ndarray | Sequence[Any]
 #: Activations whose backward pass guided backpropagation changes.
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
 #: Parameter dtypes computed with a float32 input and float32 answers.
@@ -83,11 +84,29 @@ class DeviceMismatchError(ValueError, RuntimeError):
     """
 
 
+def _long_index(indices: Any, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(indices, dtype=torch.long, device=device)
+
+
+#: The torch operations for ``"predicted"`` and per-row targets (gathers, so gradients flow).
+_ROW_OPS = _adapter.RowOps(
+    take_rows=lambda values, rows: values.index_select(0, _long_index(rows, values.device)),
+    take_classes=lambda outputs, classes: outputs.gather(
+        1, _long_index(classes, outputs.device).reshape(-1, 1)
+    ).reshape(-1),
+    argmax=lambda outputs: outputs.argmax(dim=1),
+    concat=torch.cat,
+)
+
+
 def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
     """Returns one scalar per example: ``outputs[:, target]`` or ``target(outputs)``.
 
     The rule of every adapter on torch tensors; a tuple or list of outputs
-    means its first element.
+    means its first element. ``"predicted"`` is each row's own top class;
+    per-row targets (an integer array ``[N]``, a list/tuple of N ints,
+    callables or ``"predicted"``) explain row i through its own, gathered in
+    torch (a callable gets the rows that share it).
 
     Raises:
       ValueError, TypeError: a bad target or output, as
@@ -99,6 +118,7 @@ def select_target(outputs: torch.Tensor, target: Target) -> torch.Tensor:
         target,
         is_array=lambda value: isinstance(value, torch.Tensor),
         flatten=lambda selected, batch: selected.reshape(batch),
+        ops=_ROW_OPS,
     )
 
 
@@ -541,10 +561,14 @@ def make_call_model_function(
         ``.grad`` fields never touched, and every submodule's train/eval flag
         is restored exactly after each call. It is never moved to another
         device: put it where it should run first (``model.to(device)``).
-      target: what is explained: a class index (``outputs[:, target]``) or a
+      target: what is explained: a class index (``outputs[:, target]``), a
         callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output). ``call_model_args`` overrides it per
-        call: an int, a callable, or a dict with a ``"target"`` entry.
+        probability, a regression output), ``"predicted"`` (each row's own top
+        class), or per-row targets: an integer array ``[N]`` or a list/tuple
+        of N ints, callables or ``"predicted"``, N the batch's length (row i
+        through its own: ``outputs[i, t_i]``; a callable gets the rows that
+        share it). ``call_model_args`` overrides it per call: any of these, or
+        a dict with a ``"target"`` entry.
       layer: the module (or its name in ``model.named_modules()``) whose output
         Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
         back channel-last (``N x ... x C``) whatever the layer's rank.
@@ -578,7 +602,8 @@ def make_call_model_function(
       ``CONVOLUTION_OUTPUT_GRADIENTS`` and ``GUIDED_INPUT_OUTPUT_GRADIENTS``
       (float32 for a half-precision model), exactly the keys asked for. Safe
       to call from several threads. It is an instance of the shared template,
-      :class:`saliencykit._adapter.Adapter`.
+      :class:`saliencykit._adapter.Adapter`, with its batch-scheduler methods
+      ``pack_call_model_args`` and ``resolve_call_model_args``.
 
     Raises:
       TypeError, ValueError: at construction for a bad layer, or a ``device``
