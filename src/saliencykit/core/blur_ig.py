@@ -44,8 +44,9 @@ from .base import (
     INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
-    call_model_in_batches_with_extra,
     check_evaluation_count,
     check_number,
 )
@@ -390,6 +391,10 @@ class BlurIG(CoreSaliency):
         size of the batch's last point, which is wrong when ``sqrt=True`` and
         ``batch_size > 1``; here each point has its own step size.
         """
+        computation = self._mask_steps(x_value, max_sigma, steps, grad_step, sqrt)
+        return self._run_one(computation, x_value, call_model_function, call_model_args, batch_size)
+
+    def _mask_steps(self, x_value: Any, max_sigma: float, steps: int, grad_step: float, sqrt: bool) -> Steps:
         x_value = as_float_array("x_value", x_value)
         if x_value.ndim not in (2, 3):
             raise ValueError(f"x_value must be an image, H x W x C or H x W; got shape {x_value.shape}")
@@ -409,25 +414,29 @@ class BlurIG(CoreSaliency):
         # float32 images are blurred in float32 (about 2x faster), float64 in float64.
         dtype = np.result_type(x_value.dtype, np.float32)
         blur = _SpectralBlur(image, largest_sigma + grad_step, dtype)
+        # The derivatives of the path points of the call in progress (one chunk at a time).
+        derivatives_of: dict[int, np.ndarray] = {}
 
-        def path_points(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-            """Path points start..stop-1 (the model's inputs) and their derivatives (kept for the answer)."""
+        def path_points(start: int, stop: int) -> np.ndarray:
+            """Path points start..stop-1 (the model's inputs); their derivatives wait for the answer."""
             points = np.empty((stop - start,) + image.shape, dtype=x_value.dtype)
             derivatives = np.empty((stop - start,) + image.shape, dtype=dtype)
             for sigma, point, derivative in zip(sigmas(start, stop)[:-1], points, derivatives, strict=True):
                 blur.blur_and_derivative(float(sigma), grad_step, point, derivative)
-            return points.reshape((stop - start,) + x_value.shape), derivatives
+            derivatives_of[start] = derivatives
+            return points.reshape((stop - start,) + x_value.shape)
 
         total = np.zeros(x_value.shape, dtype=np.float64)
-        for start, stop, output, derivatives in call_model_in_batches_with_extra(
-            call_model_function, path_points, steps, batch_size, call_model_args, self.expected_keys
-        ):
+
+        def add_gradients(start: int, stop: int, output: dict[str, np.ndarray]) -> None:
             step_sizes = np.diff(sigmas(start, stop))
             gradients = output[INPUT_OUTPUT_GRADIENTS]
-            weighted = derivatives.reshape(gradients.shape) * gradients
+            weighted = derivatives_of.pop(start).reshape(gradients.shape) * gradients
             # einsum, not tensordot: a BLAS call here leaves BLAS threads spinning
             # into the next model call, which then runs up to 2.5x slower.
-            total -= np.einsum("b,b...->...", step_sizes, weighted)
+            total[...] -= np.einsum("b,b...->...", step_sizes, weighted)
+
+        yield Request(steps, path_points, self.expected_keys, add_gradients)
         return total.astype(np.result_type(x_value.dtype, np.float32))
 
     def n_model_inputs(self, x_shape: tuple[int, ...], *, steps: int = 100, **other: Any) -> int:

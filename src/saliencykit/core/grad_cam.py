@@ -35,8 +35,9 @@ from .base import (
     CONVOLUTION_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
-    call_model,
 )
 
 __all__ = ["BaseCam", "GradCam", "channel_weighted_activation_map", "input_sized_map", "resize_map"]
@@ -272,8 +273,12 @@ class GradCam(BaseCam):
             answer; activations and gradients of different shapes; a layer
             with more spatial axes than ``x_value`` has axes.
         """
+        steps = self._mask_steps(x_value, should_resize, three_dims)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, 1)
+
+    def _mask_steps(self, x_value: Any, should_resize: bool, three_dims: bool) -> Steps:
         x_value = as_float_array("x_value", x_value)
-        output = call_model(call_model_function, x_value[None], call_model_args, self.expected_keys)
+        output = yield Request(1, lambda start, stop: x_value[None], self.expected_keys)
         grad_cam = self.layer_map(output)
         if should_resize:
             grad_cam = input_sized_map(grad_cam, x_value.shape)

@@ -15,8 +15,9 @@ from .base import (
     INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
-    call_model_in_batches,
     check_int,
 )
 
@@ -33,6 +34,7 @@ class GradientSaliency(CoreSaliency):
     """
 
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
+    smoothing_packs_samples = True
 
     def GetMask(  # noqa: N802
         self,
@@ -56,8 +58,10 @@ class GradientSaliency(CoreSaliency):
           TypeError, ValueError: bad input, or a missing, misshapen or
             non-finite gradient.
         """
-        x_value = as_float_array("x_value", x_value)
-        return self._masks_of_samples(x_value[None], call_model_function, call_model_args, batch_size)[0]
+        batch_size = check_int("batch_size", batch_size)
+        return self._run_one(
+            self._mask_steps(x_value), x_value, call_model_function, call_model_args, batch_size
+        )
 
     def n_model_inputs(self, x_shape: tuple[int, ...], *, batch_size: int = 1) -> int:
         """One model input: the gradient at ``x_value``.
@@ -68,29 +72,11 @@ class GradientSaliency(CoreSaliency):
         check_int("batch_size", batch_size)
         return 1
 
-    def _samples_per_chunk(self, batch_size: int = 1) -> int:
-        return check_int("batch_size", batch_size)
-
-    def _masks_of_samples(
-        self,
-        x_samples: np.ndarray,
-        call_model_function: CallModelFunction,
-        call_model_args: Any,
-        batch_size: int = 1,
-    ) -> np.ndarray:
+    def _mask_steps(self, x_value: Any) -> Steps:
+        x_value = as_float_array("x_value", x_value)
         (key,) = self.expected_keys
-        gradients = [
-            output[key]
-            for _, _, output in call_model_in_batches(
-                call_model_function,
-                lambda start, stop: x_samples[start:stop],
-                len(x_samples),
-                batch_size,
-                call_model_args,
-                self.expected_keys,
-            )
-        ]
-        return gradients[0] if len(gradients) == 1 else np.concatenate(gradients)
+        answer = yield Request(1, lambda start, stop: x_value[None], self.expected_keys)
+        return answer[key][0]
 
 
 class GuidedBackprop(GradientSaliency):

@@ -16,8 +16,9 @@ import numpy as np
 from .base import (
     GUIDED_INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
+    Request,
+    Steps,
     as_float_array,
-    call_model,
 )
 from .grad_cam import BaseCam, input_sized_map
 
@@ -60,8 +61,11 @@ class GuidedGradCam(BaseCam):
           TypeError, ValueError: bad input or a bad model answer, or a layer
             with more spatial axes than the input.
         """
+        return self._run_one(self._mask_steps(x_value), x_value, call_model_function, call_model_args, 1)
+
+    def _mask_steps(self, x_value: Any) -> Steps:
         x_value = as_float_array("x_value", x_value)
-        output = call_model(call_model_function, x_value[None], call_model_args, self.expected_keys)
+        output = yield Request(1, lambda start, stop: x_value[None], self.expected_keys)
         grad_cam = input_sized_map(self.layer_map(output), x_value.shape)
         guided = output[GUIDED_INPUT_OUTPUT_GRADIENTS][0]
         extra_axes = (None,) * (x_value.ndim - grad_cam.ndim)

@@ -19,6 +19,7 @@ within a step).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -27,14 +28,15 @@ from .base import (
     INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
     baseline_like,
-    call_model,
     check_evaluation_count,
     check_number,
 )
 
-__all__ = ["GuidedIG", "guided_ig_path"]
+__all__ = ["GuidedIG", "guided_ig_path", "guided_ig_points"]
 
 #: Tolerance when comparing the reached and the target L1 distance (as the reference).
 EPSILON = 1e-9
@@ -61,6 +63,27 @@ def guided_ig_path(
         that can are selected).
       max_dist: the most a feature may run ahead of or lag behind the straight
         line, as a fraction of the path, in [0, 1].
+    """
+    path = guided_ig_points(x_input, x_baseline, steps, fraction, max_dist)
+    try:
+        point = next(path)
+        while True:
+            point = path.send(grad_func(point))
+    except StopIteration as stop:
+        return stop.value
+
+
+def guided_ig_points(
+    x_input: np.ndarray,
+    x_baseline: np.ndarray,
+    steps: int = 200,
+    fraction: float = 0.25,
+    max_dist: float = 0.02,
+) -> Generator[np.ndarray, Any, np.ndarray]:
+    """:func:`guided_ig_path` as a generator: yields each point, receives the gradient there.
+
+    ``gradient = yield point`` (``point`` of ``x_input``'s shape, float64, valid
+    until the gradient is sent back); returns the attribution.
     """
     shape = x_input.shape
     x_input = x_input.astype(np.float64).ravel()
@@ -92,7 +115,7 @@ def guided_ig_path(
             x_full = x
         else:
             x_full[moving] = x
-        grad = np.asarray(grad_func(x_full.reshape(shape))).ravel()
+        grad = np.asarray((yield x_full.reshape(shape))).ravel()
         if not all_moving:
             grad = grad[moving]
         # Kept in the model's dtype: exact, and half the memory traffic for float32.
@@ -147,13 +170,23 @@ def guided_ig_path(
     return attribution.reshape(shape)
 
 
+def _fixed_inputs(batch: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """``make_inputs`` for a request of the one batch ``batch``."""
+    return lambda start, stop: batch
+
+
 class GuidedIG(CoreSaliency):
     """Guided Integrated Gradients, framework independent.
 
-    ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS``.
+    ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS``. The path is
+    sequential: :meth:`GetMask` makes one call per step;
+    :meth:`~saliencykit.core.base.CoreSaliency.GetMaskBatch` sends step ``k``
+    of up to ``batch_size`` examples in one call (``x_steps * ceil(N /
+    batch_size)`` calls).
     """
 
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
+    per_example_arguments = ("x_baseline",)
 
     def GetMask(  # noqa: N802
         self,
@@ -195,19 +228,28 @@ class GuidedIG(CoreSaliency):
         (Sparse inputs, where most features equal the baseline, give the
         reference's result.)
         """
+        steps = self._mask_steps(x_value, x_baseline, x_steps, fraction, max_dist)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, 1)
+
+    def _mask_steps(
+        self, x_value: Any, x_baseline: Any, x_steps: int, fraction: float, max_dist: float
+    ) -> Steps:
         x_value = as_float_array("x_value", x_value)
         x_baseline = baseline_like("x_baseline", x_baseline, x_value)
         x_steps = check_evaluation_count("x_steps", x_steps)
         fraction = check_number("fraction", fraction, minimum=0.0, maximum=1.0, minimum_inclusive=False)
         max_dist = check_number("max_dist", max_dist, minimum=0.0, maximum=1.0)
         input_dtype = x_value.dtype
-
-        def gradient_at(x: np.ndarray) -> np.ndarray:
-            batch = x[None].astype(input_dtype, copy=False)
-            output = call_model(call_model_function, batch, call_model_args, self.expected_keys)
-            return output[INPUT_OUTPUT_GRADIENTS][0]
-
-        return guided_ig_path(x_value, x_baseline, gradient_at, x_steps, fraction, max_dist)
+        path = guided_ig_points(x_value, x_baseline, x_steps, fraction, max_dist)
+        try:
+            point = next(path)
+            while True:
+                answer = yield Request(
+                    1, _fixed_inputs(point[None].astype(input_dtype, copy=False)), self.expected_keys
+                )
+                point = path.send(answer[INPUT_OUTPUT_GRADIENTS][0])
+        except StopIteration as stop:
+            return stop.value
 
     def n_model_inputs(self, x_shape: tuple[int, ...], *, x_steps: int = 200, **other: Any) -> int:
         """One model input per step: ``x_steps``.

@@ -16,9 +16,10 @@ from .base import (
     OUTPUT_LAYER_VALUES,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
     baseline_like,
-    call_model_in_batches,
     scalar_outputs,
 )
 from .integration import LINSPACE, check_integration_steps, integration_points
@@ -53,6 +54,7 @@ class IntegratedGradients(CoreSaliency):
     """
 
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
+    per_example_arguments = ("x_baseline",)
 
     def GetMask(  # noqa: N802
         self,
@@ -95,6 +97,10 @@ class IntegratedGradients(CoreSaliency):
         Raises:
           TypeError, ValueError: bad arguments, or a bad model answer.
         """
+        steps = self._mask_steps(x_value, x_baseline, x_steps, integration_rule)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, batch_size)
+
+    def _mask_steps(self, x_value: Any, x_baseline: Any, x_steps: int, integration_rule: str) -> Steps:
         x_value = as_float_array("x_value", x_value)
         x_baseline = baseline_like("x_baseline", x_baseline, x_value)
         alphas, weights = integration_points(integration_rule, x_steps)
@@ -109,16 +115,17 @@ class IntegratedGradients(CoreSaliency):
             return points.astype(x_value.dtype, copy=False)
 
         average_gradient = np.zeros(x_value.shape, dtype=np.float64)
-        dtype = np.result_type(x_value.dtype, np.float32)  # and the gradients' dtype, if wider
-        for start, stop, output in call_model_in_batches(
-            call_model_function, path_points, len(alphas), batch_size, call_model_args, self.expected_keys
-        ):
+        dtypes = [np.result_type(x_value.dtype, np.float32)]  # and the gradients' dtype, if wider
+
+        def add_gradients(start: int, stop: int, output: dict[str, np.ndarray]) -> None:
             gradients = output[INPUT_OUTPUT_GRADIENTS]
             # einsum, not tensordot: a BLAS call between model calls leaves BLAS
             # threads spinning into the next call (measured 2.4x slower model calls).
-            average_gradient += np.einsum("b,b...->...", weights[start:stop], gradients)
-            dtype = np.result_type(gradients.dtype, x_value.dtype, np.float32)
-        return (x_diff * average_gradient).astype(dtype)
+            average_gradient[...] += np.einsum("b,b...->...", weights[start:stop], gradients)
+            dtypes[0] = np.result_type(gradients.dtype, x_value.dtype, np.float32)
+
+        yield Request(len(alphas), path_points, self.expected_keys, add_gradients)
+        return (x_diff * average_gradient).astype(dtypes[0])
 
     def n_model_inputs(
         self, x_shape: tuple[int, ...], *, x_steps: int = 25, integration_rule: str = LINSPACE, **other: Any
@@ -154,23 +161,18 @@ class IntegratedGradients(CoreSaliency):
           ValueError: also when ``OUTPUT_LAYER_VALUES`` is missing or is not one
             scalar per example.
         """
+        parameters, batch_size = self._mask_parameters(
+            {**kwargs, "x_baseline": x_baseline}, "GetMaskWithDetails"
+        )
+        steps = self._details_steps(x_value, **parameters)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, batch_size)
+
+    def _details_steps(self, x_value: Any, x_baseline: Any, x_steps: int, integration_rule: str) -> Steps:
         x_value = as_float_array("x_value", x_value)
         x_baseline = baseline_like("x_baseline", x_baseline, x_value)
-        attribution = self.GetMask(
-            x_value, call_model_function, call_model_args, x_baseline=x_baseline, **kwargs
-        )
+        attribution = yield from self._mask_steps(x_value, x_baseline, x_steps, integration_rule)
         ends = np.stack([x_baseline, x_value])
-        values = [
-            scalar_outputs(output[OUTPUT_LAYER_VALUES])
-            for _, _, output in call_model_in_batches(
-                call_model_function,
-                lambda start, stop: ends[start:stop],
-                2,
-                kwargs.get("batch_size", 1),
-                call_model_args,
-                [OUTPUT_LAYER_VALUES],
-            )
-        ]
-        f_baseline, f_input = np.concatenate(values)
+        answer = yield Request(2, lambda start, stop: ends[start:stop], [OUTPUT_LAYER_VALUES])
+        f_baseline, f_input = scalar_outputs(answer[OUTPUT_LAYER_VALUES])
         error = float(attribution.sum(dtype=np.float64) - (f_input - f_baseline))
         return IntegratedGradientsOutput(attribution, float(f_input), float(f_baseline), error)

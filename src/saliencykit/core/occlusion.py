@@ -29,8 +29,9 @@ from .base import (
     OUTPUT_LAYER_VALUES,
     CallModelFunction,
     CoreSaliency,
+    Request,
+    Steps,
     as_float_array,
-    call_model_in_batches,
     check_evaluation_count,
     check_int,
     check_number,
@@ -310,10 +311,21 @@ class Occlusion(CoreSaliency):
         that vector into the map, which only works by accident of shapes. The
         reference fails on rank-1 inputs and takes one number as ``value``.
         """
+        batch_size = check_int("batch_size", batch_size)
+        steps = self._mask_steps(x_value, size, value, stride, spatial_axes)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, batch_size)
+
+    def _mask_steps(
+        self,
+        x_value: Any,
+        size: int | Sequence[int],
+        value: float | np.ndarray,
+        stride: int | Sequence[int],
+        spatial_axes: int | None,
+    ) -> Steps:
         x_value = as_float_array("x_value", x_value, min_ndim=1)
         grid = _WindowGrid.parse(x_value.shape, size, stride, spatial_axes)
         fill = _fill_values(value, x_value)
-        batch_size = check_int("batch_size", batch_size)
         origins, windows = grid.origins(), grid.windows
         counts = tuple(len(axis_origins) for axis_origins in origins)
         n_windows = math.prod(counts)
@@ -333,15 +345,11 @@ class Occlusion(CoreSaliency):
             return batch
 
         outputs = np.empty(n_windows + 1, dtype=np.float64)
-        for start, stop, answer in call_model_in_batches(
-            call_model_function,
-            occluded_copies,
-            n_windows + 1,
-            batch_size,
-            call_model_args,
-            self.expected_keys,
-        ):
+
+        def store(start: int, stop: int, answer: dict[str, np.ndarray]) -> None:
             outputs[start:stop] = scalar_outputs(answer[OUTPUT_LAYER_VALUES])
+
+        yield Request(n_windows + 1, occluded_copies, self.expected_keys, store)
 
         score_drops = outputs[0] - outputs[1:].reshape(counts)
         position_scores = np.zeros(grid.spatial_shape, dtype=np.float64)

@@ -16,14 +16,17 @@ from typing import Any
 import numpy as np
 
 from ..base import (
+    DEFAULT_BATCH_SIZE,
     INPUT_OUTPUT_GRADIENTS,
     CallModelFunction,
     CoreSaliency,
+    Steps,
     as_float_array,
     check_evaluation_count,
     check_number,
 )
 from ..integrated_gradients import IntegratedGradients
+from ..integration import LINSPACE
 from .felzenszwalb import _DEFAULT_DILATION_RADIUS, felzenszwalb_label_images
 from .reference_helpers import _xrai as _reference_full_search
 from .reference_helpers import _xrai_fast as _reference_fast_search
@@ -34,6 +37,11 @@ __all__ = ["XRAI", "XRAIOutput", "XRAIParameters"]
 
 #: The package's logger (``saliencykit.core.xrai``), as before the package split.
 _logger = logging.getLogger(__name__.rpartition(".")[0])
+
+
+def _attribution_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The attribution's shape for an input of ``x_shape``: the last (channel) axis of rank 3+ dropped."""
+    return tuple(x_shape) if len(x_shape) <= 2 else tuple(x_shape[:-1])
 
 
 class XRAIParameters:
@@ -140,6 +148,7 @@ class XRAI(CoreSaliency):
     """
 
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
+    per_example_arguments = ("baselines", "segments", "base_attribution")
 
     def __init__(self) -> None:
         super().__init__()
@@ -274,6 +283,31 @@ class XRAI(CoreSaliency):
         ``segments`` is a clear ``ValueError`` (the reference fails inside
         scikit-image).
         """
+        steps = self._details_steps(x_value, baselines, segments, base_attribution, extra_parameters)
+        return self._run_one(steps, x_value, call_model_function, call_model_args, batch_size)
+
+    def _mask_steps(
+        self,
+        x_value: Any,
+        baselines: Sequence[np.ndarray] | None,
+        segments: Sequence[np.ndarray] | None,
+        base_attribution: np.ndarray | None,
+        extra_parameters: XRAIParameters | None,
+    ) -> Steps:
+        output = yield from self._details_steps(
+            x_value, baselines, segments, base_attribution, extra_parameters
+        )
+        return output.attribution_mask
+
+    def _details_steps(
+        self,
+        x_value: Any,
+        baselines: Sequence[np.ndarray] | None,
+        segments: Sequence[np.ndarray] | None,
+        base_attribution: np.ndarray | None,
+        extra_parameters: XRAIParameters | None,
+    ) -> Steps:
+        """:meth:`GetMaskWithDetails`'s computation: IG from each baseline in turn, then the search."""
         params = XRAIParameters() if extra_parameters is None else extra_parameters
         algorithm = params.algorithm
         if algorithm not in XRAI_ALGORITHMS:
@@ -313,14 +347,12 @@ class XRAI(CoreSaliency):
             steps = check_evaluation_count("extra_parameters.steps", params.steps)
             _logger.debug("Computing IG...")
             x_baselines = self._make_baselines(x_float, baselines)
-            ig_attributions = self._get_integrated_gradients(
-                x_float,
-                call_model_function,
-                call_model_args=call_model_args,
-                baselines=x_baselines,
-                steps=steps,
-                batch_size=batch_size,
-            )
+            ig_attributions = []
+            for baseline in x_baselines:
+                attribution = yield from self._integrated_gradients._mask_steps(
+                    x_float, baseline, steps, LINSPACE
+                )
+                ig_attributions.append(attribution)
             attr = np.mean(ig_attributions, axis=0)
         if attr.ndim > 2:  # the reference's rule: the last axis of rank 3+ is channels
             attr = attr.max(axis=-1)
@@ -346,6 +378,88 @@ class XRAI(CoreSaliency):
         if params.return_ig_attributions:
             output.ig_attribution = ig_attributions
         return output
+
+    def _split_argument(
+        self, name: str, value: Any, n_examples: int, x_shape: tuple[int, ...]
+    ) -> list[Any] | None:
+        """XRAI's per-example arguments in :meth:`GetMaskBatch`.
+
+        - ``base_attribution``: of the example's shape (the same for all) or
+          ``[N, *x_shape]`` (one per example);
+        - ``baselines``: a sequence of arrays of the example's shape (the same
+          baselines for all), or N sequences of them (an array ``[N, B, *x_shape]``
+          or a list of N lists);
+        - ``segments``: a sequence of masks of the attribution's shape (the
+          same segments for all), or N sequences of masks (one per example).
+
+        Raises:
+          ValueError: ``base_attribution`` of another shape; N sequences
+            expected (entries of one more dimension) but another count given.
+        """
+        if name == "base_attribution":
+            return super()._split_argument(name, value, n_examples, x_shape)
+        if value is None or len(value) == 0:
+            return None
+        one_entry_ndim = len(x_shape) if name == "baselines" else len(_attribution_shape(x_shape))
+        if np.ndim(value[0]) != one_entry_ndim + 1:
+            return None  # one value for all examples; GetMask checks its entries
+        if len(value) != n_examples:
+            raise ValueError(
+                f"{name} must be one sequence for every example or one per example: expected {n_examples} "
+                f"sequences (x_values holds {n_examples} examples), got {len(value)}"
+            )
+        return list(value)
+
+    def GetMaskBatch(  # noqa: N802
+        self,
+        x_values: Any,
+        call_model_function: CallModelFunction,
+        call_model_args: Any = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        return_details: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """XRAI maps of many images ``[N, H, W]``, their IG evaluations packed into shared calls.
+
+        As :meth:`CoreSaliency.GetMaskBatch`; each image runs IG from its
+        baselines in turn, and the IG evaluations of several images share
+        calls of at most ``batch_size`` inputs. Each image is segmented (and
+        searched) when its attribution is complete. ``baselines``,
+        ``segments`` and ``base_attribution`` may be given per image (see
+        :meth:`_split_argument`).
+
+        Args:
+          x_values, call_model_function, call_model_args, batch_size, **kwargs:
+            as for :meth:`CoreSaliency.GetMaskBatch` and :meth:`GetMaskWithDetails`.
+          return_details: also return the :class:`XRAIOutput` of every image.
+
+        Returns:
+          The maps ``[N, H, W]`` (float64), or ``(maps, details)`` with
+          ``return_details``: ``details[i]`` is what :meth:`GetMaskWithDetails`
+          returns for image ``i``.
+
+        Raises:
+          TypeError, ValueError: as for :meth:`CoreSaliency.GetMaskBatch` and
+            :meth:`GetMaskWithDetails`.
+        """
+        if not return_details:
+            return super().GetMaskBatch(
+                x_values, call_model_function, call_model_args, batch_size=batch_size, **kwargs
+            )
+        details = self._run_batch(
+            "GetMaskBatch",
+            x_values,
+            call_model_function,
+            call_model_args,
+            batch_size,
+            kwargs,
+            lambda index, x_value, **parameters: self._details_steps(x_value, **parameters),
+            lambda index, x_value, args: self.GetMaskWithDetails(
+                x_value, call_model_function, args, **kwargs
+            ),
+        )
+        return np.stack([output.attribution_mask for output in details]), details
 
     def n_model_inputs(
         self,
