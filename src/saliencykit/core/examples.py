@@ -1,0 +1,217 @@
+"""Many examples: a batch's examples, per-example arguments and seeds, SmoothGrad's samples.
+
+Part of :mod:`saliencykit.core.base`, which re-exports every public name here.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+# The argument checks, importable from here as before they moved to .arguments.
+from .arguments import MAX_MODEL_EVALUATIONS as MAX_MODEL_EVALUATIONS
+from .arguments import BaselineShapeError as BaselineShapeError
+from .arguments import as_float_array as as_float_array
+from .arguments import baseline_like as baseline_like
+from .arguments import check_evaluation_count as check_evaluation_count
+from .arguments import check_int as check_int
+from .arguments import check_number as check_number
+from .arguments import make_rng as make_rng
+from .model_calls import CallModelFunction
+
+# --------------------------------------------------------------------------
+# Many examples: the batch's arguments.
+# --------------------------------------------------------------------------
+
+#: ``batch_size`` of :meth:`CoreSaliency.GetMaskBatch` when not given: the most
+#: inputs in one call, across examples.
+DEFAULT_BATCH_SIZE = 32
+
+
+def batch_examples(x_values: Any) -> tuple[Sequence[Any], tuple[int, ...]]:
+    """Checks a batch's ``x_values``; returns its examples and their shape.
+
+    ``x_values`` is an array ``[N, ...]`` or a sequence of N arrays of one shape.
+
+    A sequence's examples are converted to one dtype (NumPy's promotion of
+    theirs), as if stacked, without building the stack.
+
+    Raises:
+      ValueError: no example, or examples of different shapes.
+      TypeError: not an array or a sequence of arrays.
+    """
+    if isinstance(x_values, (list, tuple)):
+        if not x_values:
+            raise ValueError("x_values must hold at least one example (N >= 1), got an empty sequence")
+        arrays = [np.asarray(value) for value in x_values]
+        shape = arrays[0].shape
+        for index, array in enumerate(arrays):
+            if array.shape != shape:
+                raise ValueError(
+                    "x_values must hold examples of one shape: expected every example to have the "
+                    f"shape of x_values[0], {shape}, got x_values[{index}] of shape {array.shape}"
+                )
+        try:
+            dtype = functools.reduce(np.promote_types, [array.dtype for array in arrays])
+        except TypeError as error:
+            raise TypeError(f"x_values must hold numeric arrays of compatible dtypes: {error}") from None
+        return [array.astype(dtype, copy=False) for array in arrays], shape
+    try:
+        array = np.asarray(x_values)
+    except Exception as error:
+        raise TypeError(
+            f"x_values must be an array [N, ...] or a list of N arrays of one shape, got "
+            f"{type(x_values).__name__} ({error})"
+        ) from None
+    if array.ndim == 0 or len(array) == 0:
+        raise ValueError(
+            "x_values must be an array [N, ...] holding at least one example (N >= 1), "
+            f"got shape {array.shape}"
+        )
+    return list(array), array.shape[1:]
+
+
+def per_example_values(name: str, value: Any, n_examples: int) -> list[Any]:
+    """``value`` for each example: a list or tuple is one entry per example, anything else one for all.
+
+    Raises:
+      ValueError: a list or tuple whose length is not ``n_examples``.
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_examples:
+            raise ValueError(
+                f"{name} must be one value for every example or a list (or tuple) of one per example: "
+                f"expected {n_examples} entries (x_values holds {n_examples} examples), got {len(value)}"
+            )
+        return list(value)
+    return [value] * n_examples
+
+
+def resolve_call_model_args(
+    call_model_function: CallModelFunction, x_values: Any, example_args: list[Any], batch_size: int
+) -> list[Any]:
+    """The examples' ``call_model_args`` after ``call_model_function.resolve_call_model_args``, if it has one.
+
+    An adapter resolves there what depends on the examples themselves (its
+    ``target="predicted"``: each example's top class, computed on the example,
+    not on the path points the method sends later).
+
+    Raises:
+      ValueError: the resolved list does not hold one entry per example.
+    """
+    resolve = getattr(call_model_function, "resolve_call_model_args", None)
+    if resolve is None:
+        return example_args
+    resolved = list(resolve(x_values, example_args, batch_size))
+    if len(resolved) != len(example_args):
+        raise ValueError(
+            "call_model_function.resolve_call_model_args must return one call_model_args per example: "
+            f"expected {len(example_args)}, got {len(resolved)}"
+        )
+    return resolved
+
+
+def example_seeds(seed: Any, n_examples: int) -> list[Any]:
+    """The seed of each example of :meth:`CoreSaliency.GetSmoothedMaskBatch` (for :func:`make_rng`).
+
+    - ``None``: NumPy's global random state for every example (samples drawn
+      in the order they are built: reproducible with ``np.random.seed`` for
+      the same examples and ``batch_size``, not example by example);
+    - an ``int`` ``s``: example ``i`` gets ``s + i``, i.e. the noise of
+      ``GetSmoothedMask(x_values[i], seed=s + i)``;
+    - a ``np.random.Generator`` ``g``: example 0 draws from ``g`` itself (the
+      noise of ``GetSmoothedMask(x_values[0], seed=g)``), example ``i >= 1``
+      from ``g.spawn(N - 1)[i - 1]``;
+    - a list or tuple of N of those: one per example.
+
+    Raises:
+      TypeError: a seed of another type.
+      ValueError: a list or tuple whose length is not N.
+    """
+    if isinstance(seed, (list, tuple)):
+        seeds = per_example_values("seed", seed, n_examples)
+    elif isinstance(seed, np.random.Generator):
+        seeds = [seed, *seed.spawn(n_examples - 1)]
+    elif seed is None:
+        seeds = [None] * n_examples
+    else:
+        make_rng(seed)  # checks the type
+        seeds = [int(seed) + index for index in range(n_examples)]
+    for index, value in enumerate(seeds):
+        if not (value is None or isinstance(value, np.random.Generator)) and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral)
+        ):
+            raise TypeError(
+                f"seed[{index}] must be None, an int or a numpy Generator, got {type(value).__name__}"
+            )
+    return seeds
+
+
+class _SmoothedSum:
+    """SmoothGrad's running sum: masks (squared when ``magnitude``) added in float64."""
+
+    def __init__(self, magnitude: bool) -> None:
+        self.magnitude = magnitude
+        self.total: np.ndarray | None = None
+        self.dtype = np.dtype(np.float32)  # then the masks' dtype, if wider
+
+    def add(self, index: int, mask: Any) -> None:
+        mask = np.asarray(mask)
+        self.dtype = np.result_type(mask.dtype, np.float32)
+        if self.magnitude:  # squared in float32 at least: float16 squares overflow from 256 on
+            mask = mask.astype(self.dtype, copy=False)
+            mask = mask * mask
+        value = mask.astype(np.float64)
+        self.total = value if self.total is None else self.total + value
+
+    def mean(self, nsamples: int) -> np.ndarray:
+        assert self.total is not None  # nsamples >= 1: at least one mask
+        return (self.total / nsamples).astype(self.dtype)
+
+
+def _smoothing_setup(x_value: Any, stdev_spread: Any, nsamples: Any) -> tuple[np.ndarray, float, float, int]:
+    """Checks SmoothGrad's arguments; returns ``(x_value, stdev, stdev_spread, nsamples)``.
+
+    Raises:
+      TypeError, ValueError: a bad input, ``stdev_spread`` or ``nsamples``, or
+        a noise level that is not finite.
+    """
+    x_value = as_float_array("x_value", x_value)
+    stdev_spread = check_number("stdev_spread", stdev_spread, minimum=0.0)
+    nsamples = check_evaluation_count("nsamples", nsamples)
+    # In x_value's dtype, like the reference, so the same seed gives the same noise
+    # (float16 in float32: its range alone may overflow float16).
+    compute = np.result_type(x_value.dtype, np.float32)
+    with np.errstate(over="ignore"):
+        stdev = stdev_spread * (np.max(x_value).astype(compute) - np.min(x_value).astype(compute))
+    if not np.isfinite(stdev):
+        raise ValueError(
+            f"stdev_spread * (max(x_value) - min(x_value)) must be finite, got {stdev} "
+            f"(stdev_spread={stdev_spread}, x_value's range {np.min(x_value)}..{np.max(x_value)} "
+            f"in {x_value.dtype})"
+        )
+    return x_value, stdev, stdev_spread, nsamples
+
+
+def _noisy_samples(
+    x_value: np.ndarray, stdev: float, stdev_spread: float, nsamples: int, normal: Callable[..., np.ndarray]
+) -> Iterator[np.ndarray]:
+    """The ``nsamples`` noisy copies of ``x_value``, each drawn when it is needed.
+
+    Raises:
+      ValueError: noise that overflows an input to inf.
+    """
+    for _ in range(nsamples):
+        noise = normal(0, stdev, x_value.shape)
+        with np.errstate(over="ignore"):
+            sample = x_value + noise
+        if not np.isfinite(sample).all():
+            raise ValueError(
+                f"stdev_spread={stdev_spread} gives noise (standard deviation {stdev}) that "
+                "overflows the noisy inputs to inf: use a smaller stdev_spread"
+            )
+        yield sample
