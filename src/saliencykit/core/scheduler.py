@@ -13,15 +13,7 @@ from typing import Any
 
 import numpy as np
 
-# The argument checks, importable from here as before they moved to .arguments.
-from .arguments import MAX_MODEL_EVALUATIONS as MAX_MODEL_EVALUATIONS
-from .arguments import BaselineShapeError as BaselineShapeError
-from .arguments import as_float_array as as_float_array
-from .arguments import baseline_like as baseline_like
-from .arguments import check_evaluation_count as check_evaluation_count
-from .arguments import check_int as check_int
-from .arguments import check_number as check_number
-from .arguments import make_rng as make_rng
+from .arguments import check_evaluation_count, check_int
 from .model_calls import CallModelFunction, check_call_model_output
 
 # --------------------------------------------------------------------------
