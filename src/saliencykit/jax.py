@@ -55,15 +55,24 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from . import _adapter
-from ._adapter import TOP_CLASS, Adapter, Gradients, RowTargets, _SameObject, check_target_type
+from ._adapter import Adapter, Gradients, RowTargets, check_target_type
+from ._jax_compiled import (
+    _GRADIENT_FIELDS,
+    _asks,
+    _bound,
+    _Compiled,
+    _outputs_reached,
+    _Request,
+    _row_arrays,
+    _target_key,
+)
 from .core.base import CallModelFunction
 
 __all__ = ["OVERRIDE_CACHE_SIZE", "make_call_model_function", "select_target"]
@@ -80,23 +89,6 @@ OVERRIDE_CACHE_SIZE = 16
 #: Relative tolerance when checking, on the first Grad-CAM call, that the
 #: layer pair reproduces ``apply_fn``'s target.
 LAYER_PAIR_RTOL = 1e-3
-
-#: Primitives that call a sub-jaxpr once, its inputs and outputs matching the
-#: equation's one to one; the dependency analysis looks inside them.
-_CALL_PRIMITIVES = frozenset(
-    {
-        "jit",
-        "pjit",
-        "closed_call",
-        "core_call",
-        "custom_jvp_call",
-        "custom_vjp_call",
-        "custom_vjp_call_jaxpr",
-        "remat",
-        "remat2",
-        "checkpoint",
-    }
-)
 
 GUIDED_NOT_SUPPORTED = (
     "GUIDED_INPUT_OUTPUT_GRADIENTS is not supported by the JAX adapter: guided backpropagation "
@@ -160,107 +152,9 @@ def select_target(outputs: Any, target: Target) -> jax.Array:
     )
 
 
-def _target_key(target: Any) -> Any:
-    """A hashable cache key for ``target``.
-
-    An int as itself, a callable (or per-row targets not yet grouped) by
-    identity, ``"predicted"`` and :data:`~saliencykit._adapter.TOP_CLASS` as
-    themselves, :class:`~saliencykit._adapter.RowTargets` by their structure
-    (their arrays are arguments of the compiled function: :func:`_row_arrays`).
-    """
-    if isinstance(target, RowTargets):
-        return target.key
-    if target is TOP_CLASS or _adapter.is_predicted(target):
-        return target
-    check_target_type(target)
-    return _SameObject(target) if callable(target) or _adapter.is_per_row(target) else int(target)
-
-
-def _row_arrays(target: Any) -> Any:
-    """The arguments a compiled function takes for ``target``: a RowTargets' arrays (int32), else ()."""
-    if not isinstance(target, RowTargets):
-        return ()
-    classes, position, rows = target.arrays
-    as_int32 = lambda array: None if array is None else np.asarray(array, np.int32)  # noqa: E731
-    return as_int32(classes), as_int32(position), tuple(as_int32(group) for group in rows)
-
-
-def _bound(target: Any, arrays: Any) -> Any:
-    """``target`` with the compiled function's ``arrays`` (a RowTargets' tracers), else ``target``."""
-    return target.with_arrays(arrays) if isinstance(target, RowTargets) else target
-
-
-# --------------------------------------------------------------------------
-# Structural zero gradients.
-# --------------------------------------------------------------------------
-
-
-def _outputs_reached(jaxpr: Jaxpr, reached_inputs: Sequence[bool]) -> list[bool]:
-    """Which outputs of ``jaxpr`` depend (structurally) on the flagged inputs.
-
-    An over-approximation: an equation's outputs all count as reached when any
-    of its inputs is, except for plain call primitives (:data:`_CALL_PRIMITIVES`),
-    whose sub-jaxpr is analysed the same way. It never misses a real dependency.
-
-    Args:
-      jaxpr: the program.
-      reached_inputs: one flag per ``jaxpr.invars``.
-
-    Returns:
-      One flag per ``jaxpr.outvars``.
-    """
-    reached = {var for var, flag in zip(jaxpr.invars, reached_inputs, strict=True) if flag}
-
-    def is_reached(var: Any) -> bool:
-        return not isinstance(var, Literal) and var in reached
-
-    for equation in jaxpr.eqns:
-        input_flags = [is_reached(var) for var in equation.invars]
-        if not any(input_flags):
-            continue
-        output_flags = [True] * len(equation.outvars)
-        if equation.primitive.name in _CALL_PRIMITIVES:
-            for name in ("jaxpr", "call_jaxpr"):
-                inner = equation.params.get(name)
-                if isinstance(inner, ClosedJaxpr):
-                    inner = inner.jaxpr
-                if (
-                    isinstance(inner, Jaxpr)
-                    and len(inner.invars) == len(equation.invars)
-                    and len(inner.outvars) == len(equation.outvars)
-                ):
-                    output_flags = _outputs_reached(inner, input_flags)
-                    break
-        reached.update(var for var, flag in zip(equation.outvars, output_flags, strict=True) if flag)
-    return [is_reached(var) for var in jaxpr.outvars]
-
-
 # --------------------------------------------------------------------------
 # The adapter.
 # --------------------------------------------------------------------------
-
-
-class _Request(NamedTuple):
-    """What one compiled gradient function computes."""
-
-    input_gradients: bool
-    layer: bool
-
-
-#: The :class:`Gradients` fields checked for gradients that are zero by construction.
-_GRADIENT_FIELDS = ("input_gradients", "layer_gradients")
-
-
-def _asks(request: _Request, name: str) -> bool:
-    """Whether ``request`` computes the gradient field ``name``."""
-    return request.input_gradients if name == "input_gradients" else request.layer
-
-
-class _Compiled(NamedTuple):
-    """A jitted function and the memo of its structural-zero checks (shape, dtype) -> names."""
-
-    function: Callable[..., Any]
-    zero_checks: dict[tuple[tuple[int, ...], str], list[str]]
 
 
 def _check_layer_pair(layer: Any) -> LayerPair | None:
@@ -415,12 +309,6 @@ class _JaxCallModelFunction(Adapter):
 
     # ---- the model, as pure functions of (params, x) ----------------------
 
-    def _layer_pair(self) -> LayerPair:
-        """The ``layer=(features_fn, head_fn)`` pair (the template asks for it only when there is one)."""
-        if self._layer is None:
-            raise ValueError(self.layer_needed)
-        return self._layer
-
     def _call(self, function: Callable[..., Any], params: Any, value: jax.Array) -> Any:
         """``function(params, value)``, or ``function(value)`` when the adapter has no params."""
         return function(params, value) if self._has_params else function(value)
@@ -439,7 +327,8 @@ class _JaxCallModelFunction(Adapter):
         Raises:
           ValueError: anything else (a tuple, a lost batch axis, integers).
         """
-        features = self._call(self._layer_pair()[0], params, self._model_input(x))
+        features_fn, _ = self.required_layer(self._layer)
+        features = self._call(features_fn, params, self._model_input(x))
         if not isinstance(features, jax.Array) or features.ndim < 2 or features.shape[0] != x.shape[0]:
             shape = tuple(features.shape) if hasattr(features, "shape") else type(features).__name__
             raise ValueError(
@@ -468,13 +357,14 @@ class _JaxCallModelFunction(Adapter):
             _require_floating(selected)
             (input_gradients,) = model_vjp(weights_like(selected))
             return Gradients(selected, input_gradients)
+        _, head_fn = self.required_layer(self._layer)
         features_vjp: Callable[..., Any] | None = None
         if request.input_gradients:
             features, features_vjp = jax.vjp(lambda x_: self._features(params, x_), x)
         else:
             features = self._features(params, x)
         selected, head_vjp = jax.vjp(
-            lambda features_: select_target(self._call(self._layer_pair()[1], params, features_), target),
+            lambda features_: select_target(self._call(head_fn, params, features_), target),
             features,
         )
         _require_floating(selected)
@@ -584,14 +474,11 @@ def make_call_model_function(
         ``float64`` batch when ``jax_enable_x64`` is on). It returns
         ``[N, classes]`` (or anything a callable ``target`` understands; a tuple
         or list means its first element). It must be traceable by ``jax.jit``.
-      target: what is explained: a class index (``outputs[:, target]``), a
-        callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output), ``"predicted"`` (each row's own top
-        class), or per-row targets: an integer array ``[N]`` or a list/tuple
-        of N ints, callables or ``"predicted"``, N the batch's length (row i
-        through its own: ``outputs[i, t_i]``; a callable gets the rows that
-        share it). ``call_model_args`` overrides it per call: any of these, or
-        a dict with a ``"target"`` entry.
+      target: what is explained, one scalar per example: a class index
+        (``outputs[:, target]``), a callable, ``"predicted"`` (each row's top
+        class) or per-row targets, as :func:`select_target` takes them;
+        ``call_model_args`` overrides it per call (one of these, or a dict
+        with a ``"target"`` entry).
       params: the model's parameters, a pytree of arrays passed to every
         function as its first argument (and as an argument of the jitted
         functions, not baked into them as constants); gradients are never taken

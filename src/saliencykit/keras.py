@@ -24,9 +24,9 @@ PyTorch-only layout and device ones), the same keys, the same target rules
 
 Guided backpropagation (``GUIDED_INPUT_OUTPUT_GRADIENTS``) temporarily replaces
 the ReLU activations of the model's layers during a call (see
-:func:`_guided_relus`, private) by wrappers that are guided only for the guided
-call's own forward pass; the model is restored when the last guided call in
-flight ends, even on an error.
+:func:`_guided_relus`, private, in :mod:`saliencykit._keras_state`) by
+wrappers that are guided only for the guided call's own forward pass; the
+model is restored when the last guided call in flight ends, even on an error.
 
 Calls are thread-safe, also several threads on one model (through one or
 several adapters): a plain-gradient call running beside a guided one gets plain
@@ -34,14 +34,14 @@ gradients. With ``training=True`` (dropout on, batch statistics), the
 non-trainable variables a training-mode call updates (batch-normalisation
 moving statistics; not the dropout seed generators) are restored when the last
 such call ends, and calls with ``training=False`` on the same layers wait for
-them (and the other way round), so they never see half-updated statistics.
+them (and the other way round), so they never see half-updated statistics
+(:func:`_holding`, private, in :mod:`saliencykit._keras_state`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -49,7 +49,9 @@ import numpy as np
 import tensorflow as tf
 
 from . import _adapter
-from ._adapter import Adapter, Gradients, Holds
+from ._adapter import Adapter, Gradients
+from ._keras_state import RELU_FUNCTIONS as RELU_FUNCTIONS  # the ReLUs made guided, named here as before
+from ._keras_state import _all_layers, _guided_relus, _holding
 from .core.base import CallModelFunction
 
 __all__ = ["make_call_model_function", "select_target"]
@@ -62,20 +64,6 @@ if keras.backend.backend() != "tensorflow":
 
 #: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
 Target = int | str | Callable[[tf.Tensor], tf.Tensor] | np.ndarray | Sequence[Any]
-
-#: Activation functions whose backward pass guided backpropagation changes
-#: when a layer holds them as its ``activation`` (``Dense(..., activation="relu")``,
-#: ``Conv2D(..., activation="relu")``, ``Activation("relu")``, ``Activation(tf.nn.relu)``).
-RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (
-    keras.activations.relu,
-    keras.activations.relu6,
-    keras.ops.relu,
-    keras.ops.relu6,
-    tf.nn.relu,
-    tf.nn.relu6,
-)
-
-_MISSING = object()
 
 
 def _concat(pieces: list[tf.Tensor]) -> tf.Tensor:
@@ -128,11 +116,6 @@ def select_target(outputs: tf.Tensor | Sequence[tf.Tensor], target: Target) -> t
 # --------------------------------------------------------------------------
 # Layers and functional graphs.
 # --------------------------------------------------------------------------
-
-
-def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Every layer inside ``model``, nested models and layers included (not ``model`` itself)."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
 
 
 def _find_layer(model: keras.layers.Layer, layer: keras.layers.Layer | str) -> keras.layers.Layer:
@@ -235,168 +218,6 @@ def _channels_last(values: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Guided backpropagation.
-# --------------------------------------------------------------------------
-
-
-@tf.custom_gradient
-def _positive_gradient(tensor: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
-    """Identity forward; backward lets only positive gradients through."""
-
-    def gradient(upstream: tf.Tensor) -> tf.Tensor:
-        return tf.nn.relu(upstream)
-
-    return tf.identity(tensor), gradient
-
-
-#: True while this thread (or task) runs a guided call's forward pass.
-_GUIDED_NOW: contextvars.ContextVar[bool] = contextvars.ContextVar("saliencykit_keras_guided", default=False)
-
-
-def _guided(function: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
-    """Wraps a ReLU (activation function or bound ``call``) so that its backward pass is guided.
-
-    The wrapper is guided only inside a guided call (:data:`_GUIDED_NOW`): a
-    call on the same model from another thread meanwhile gets the plain ReLU.
-    The ReLU's own backward multiplies by ``(input > 0)``; clamping the gradient
-    that reaches its output to ``>= 0`` makes that the guided rule.
-    """
-
-    def guided_function(inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        outputs = function(inputs, *args, **kwargs)
-        return _positive_gradient(outputs) if _GUIDED_NOW.get() else outputs
-
-    guided_function.__wrapped__ = function  # type: ignore[attr-defined]
-    return guided_function
-
-
-def _is_relu_activation(layer: keras.layers.Layer) -> bool:
-    """Whether the layer's own ``activation`` attribute is one of :data:`RELU_FUNCTIONS`."""
-    activation = vars(layer).get("activation", None)
-    return activation is not None and any(activation is relu for relu in RELU_FUNCTIONS)
-
-
-def _is_relu_layer(layer: keras.layers.Layer) -> bool:
-    """Whether the layer is a ``keras.layers.ReLU`` without a negative slope (leaky ReLUs are not guided)."""
-    return isinstance(layer, keras.layers.ReLU) and float(layer.negative_slope) == 0.0
-
-
-#: The guided calls in flight on each swapped layer; the last one out restores the layer.
-_SWAPS = Holds()
-
-
-def _swap_in(layer: keras.layers.Layer) -> tuple[str, Any]:
-    """Replaces the layer's ReLU (its ``activation``, or its ``call``) by the guided wrapper.
-
-    Returns what :func:`_swap_out` needs: the attribute and its original value.
-    """
-    if _is_relu_activation(layer):
-        attribute, original = "activation", layer.activation
-    else:
-        attribute, original = "call", vars(layer).get("call", _MISSING)
-    setattr(layer, attribute, _guided(getattr(layer, attribute)))  # a bound method for "call"
-    return attribute, original
-
-
-def _swap_out(layer: keras.layers.Layer, saved: tuple[str, Any]) -> None:
-    attribute, original = saved
-    if original is _MISSING:
-        delattr(layer, attribute)
-    else:
-        setattr(layer, attribute, original)
-
-
-@contextlib.contextmanager
-def _guided_relus(model: keras.layers.Layer) -> Iterator[int]:
-    """Makes every ReLU of ``model`` guided for this thread's calls during the ``with`` block.
-
-    Guided: the ReLU's backward pass lets through only positive gradients, and
-    only where its forward input was positive (Springenberg et al. 2014). The
-    ReLUs are the layers (nested ones included) whose ``activation`` is one of
-    :data:`RELU_FUNCTIONS` (``Dense``/``Conv*`` with ``activation="relu"``,
-    ``Activation("relu")``, relu6 too), whose activation is swapped, and the
-    ``keras.layers.ReLU`` layers with ``negative_slope=0``, whose ``call`` is
-    swapped. The swapped-in wrappers act only in the thread (or task) that
-    runs the block; calls from other threads meanwhile get the plain ReLU.
-    Concurrent blocks share the swaps, and the last one out restores every
-    attribute, also when a block raises. A relu applied as a bare function
-    inside a subclassed ``call`` cannot be reached and keeps its ordinary
-    gradient.
-
-    Args:
-      model: a Keras layer or model; changed only inside the block.
-
-    Yields:
-      The number of ReLUs made guided.
-
-    Raises:
-      ValueError: the model has no ReLU that can be swapped.
-    """
-
-    def relus() -> list[keras.layers.Layer]:  # swapped already by a call in flight, or a ReLU
-        return [
-            layer
-            for layer in _all_layers(model)
-            if _SWAPS.users(layer) or _is_relu_activation(layer) or _is_relu_layer(layer)
-        ]
-
-    with _SWAPS.hold(relus, "guided", _swap_in, _swap_out) as swapped:
-        if not swapped:
-            raise ValueError(
-                "guided backpropagation needs ReLU activations (layers with activation='relu' or "
-                "relu6, keras.layers.Activation('relu'), keras.layers.ReLU); this model has none "
-                "(a relu called as a function inside a subclassed call() cannot be swapped)"
-            )
-        reset = _GUIDED_NOW.set(True)
-        try:
-            yield len(swapped)
-        finally:
-            _GUIDED_NOW.reset(reset)
-
-
-# --------------------------------------------------------------------------
-# training=True calls: the variables they update are restored.
-# --------------------------------------------------------------------------
-
-
-#: The calls in flight on each layer; ``training=True`` and ``training=False`` calls exclude each other.
-_TRAINING = Holds()
-
-
-def _restorable_variables(layer: keras.layers.Layer) -> list[Any]:
-    """The layer's own non-trainable variables, less the states of its random seed generators."""
-    seeds = {
-        id(value.state) for value in vars(layer).values() if isinstance(value, keras.random.SeedGenerator)
-    }
-    own = getattr(layer, "_non_trainable_variables", None)
-    variables = list(own) if own is not None else []
-    return [variable for variable in variables if id(variable) not in seeds]
-
-
-def _snapshot(layer: keras.layers.Layer) -> list[tuple[Any, np.ndarray]]:
-    return [(variable, np.array(variable.numpy(), copy=True)) for variable in _restorable_variables(layer)]
-
-
-def _assign(layer: keras.layers.Layer, saved: list[tuple[Any, np.ndarray]]) -> None:
-    for variable, value in saved:
-        variable.assign(value)
-
-
-def _holding(model: keras.layers.Layer, training: bool) -> contextlib.AbstractContextManager[Any]:
-    """Registers a call with ``training`` on every layer of ``model`` for the block.
-
-    Calls with ``training=True`` and ``training=False`` on a shared layer wait
-    for each other; the first ``training=True`` call on a layer saves its
-    non-trainable variables (:func:`_restorable_variables`) and the last one
-    restores them (see :class:`saliencykit._adapter.Holds`).
-    """
-    layers = [model, *_all_layers(model)]
-    if training:
-        return _TRAINING.hold(layers, True, _snapshot, _assign)
-    return _TRAINING.hold(layers, False)
-
-
-# --------------------------------------------------------------------------
 # The adapter.
 # --------------------------------------------------------------------------
 
@@ -432,12 +253,6 @@ class _KerasAdapter(Adapter):
     def guided(self) -> contextlib.AbstractContextManager[Any]:
         return _guided_relus(self.model)
 
-    def _layer_model(self) -> keras.Model:
-        """The model answering (layer values, outputs) (the template asks for it only with a layer)."""
-        if self.layer_model is None:
-            raise ValueError(self.layer_needed)
-        return self.layer_model
-
     def to_numpy(self, value: tf.Tensor) -> np.ndarray:
         return value.numpy()
 
@@ -460,7 +275,8 @@ class _KerasAdapter(Adapter):
             tape.watch(inputs)
             model_input = self._preprocessed(inputs)
             if want_layer:
-                layer_values, outputs = self._layer_model()(model_input, training=self.training)
+                layer_model = self.required_layer(self.layer_model)
+                layer_values, outputs = layer_model(model_input, training=self.training)
             else:
                 outputs = self.model(model_input, training=self.training)
             selected = select_target(outputs, target)
@@ -493,14 +309,11 @@ def make_call_model_function(
       model: a functional, Sequential or subclassed ``keras.Model`` (any Keras
         layer works) taking one channel-last tensor; its weights and
         ``trainable`` flags are never changed.
-      target: what is explained: a class index (``outputs[:, target]``), a
-        callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output), ``"predicted"`` (each row's own top
-        class), or per-row targets: an integer array ``[N]`` or a list/tuple
-        of N ints, callables or ``"predicted"``, N the batch's length (row i
-        through its own: ``outputs[i, t_i]``; a callable gets the rows that
-        share it). ``call_model_args`` overrides it per call: any of these, or
-        a dict with a ``"target"`` entry.
+      target: what is explained, one scalar per example: a class index
+        (``outputs[:, target]``), a callable, ``"predicted"`` (each row's top
+        class) or per-row targets, as :func:`select_target` takes them;
+        ``call_model_args`` overrides it per call (one of these, or a dict
+        with a ``"target"`` entry).
       layer: the layer (or its name, nested layers included) whose output
         Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
         back channel-last (``N x ... x C``; a ``data_format='channels_first'``

@@ -30,7 +30,8 @@ several adapters: the guided-ReLU and Grad-CAM hooks act only on the forward
 pass of the call that installed them, and the switch to eval mode is
 reference-counted per submodule (the first call in switches, the last call out
 restores), so concurrent calls run in parallel. Calls with ``eval_mode=True``
-and calls with ``eval_mode=False`` on one model wait for each other.
+and calls with ``eval_mode=False`` on one model wait for each other. (That
+state and those hooks live in :mod:`saliencykit._torch_state`.)
 
 Devices and precision: the batch is moved to ``device`` (default: the device
 of the model's first parameter); the model is never moved. Tensors a
@@ -47,8 +48,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,15 +56,15 @@ import torch
 from torch import nn
 
 from . import _adapter
-from ._adapter import Adapter, Gradients, Holds
+from ._adapter import Adapter, Gradients
+from ._torch_state import _NEEDS_CONTIGUOUS, _capturing, _guided_relus, _model_mode
+from ._torch_state import RELU_TYPES as RELU_TYPES  # the ReLUs made guided, named here as before
 from .core.base import CallModelFunction
 
 __all__ = ["DeviceMismatchError", "make_call_model_function", "normalize", "select_target"]
 
 #: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
 Target = int | str | Callable[[torch.Tensor], torch.Tensor] | np.ndarray | Sequence[Any]
-#: Activations whose backward pass guided backpropagation changes.
-RELU_TYPES = (nn.ReLU, nn.ReLU6)
 #: Parameter dtypes computed with a float32 input and float32 answers.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 #: Gradient scales tried, in order, when a float16 model's backward pass overflows.
@@ -206,138 +206,6 @@ def _find_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
     return _adapter.find_layer(layer, named, nn.Module, kind="an nn.Module", member="module")
 
 
-class _GuidedGradient(torch.autograd.Function):
-    """Identity forward; backward keeps only positive gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
-        return grad_output.clamp(min=0)
-
-
-# --------------------------------------------------------------------------
-# The models being called: modes and buffers held per submodule, hooks per call.
-# --------------------------------------------------------------------------
-
-#: The adapter calls in flight on each submodule (eval-mode and as-is calls exclude each other).
-_MODES = Holds()
-#: Models whose forward pass needs contiguous (not channels-last) input.
-_NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def _save_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    with torch.inference_mode(False), torch.no_grad():
-        return [
-            (name, buffer, buffer.detach().clone())
-            for name, buffer in module._buffers.items()
-            if buffer is not None
-        ]
-
-
-def _restore_buffers(module: nn.Module, saved: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
-    with torch.inference_mode(False), torch.no_grad():
-        for name, original, values in saved:
-            if original.is_inference():  # cannot be written outside inference mode: put the copy back
-                module._buffers[name] = values
-            else:
-                original.copy_(values)
-                module._buffers[name] = original
-
-
-def _training_flag(module: nn.Module) -> bool:
-    return module.training
-
-
-def _restore_training(module: nn.Module, training: bool) -> None:
-    if module.training != training:  # nn.Module.__setattr__ is slow: only where eval() changed it
-        module.training = training
-
-
-def _model_mode(model: nn.Module, eval_mode: bool) -> contextlib.AbstractContextManager[Any]:
-    """Runs the block with ``model`` in eval mode (``eval_mode``) or as it is, restoring it afterwards.
-
-    Every submodule's ``training`` flag is saved when the first call that
-    holds it begins and restored exactly, module by module, when the last one
-    ends; with ``eval_mode=False`` its buffers are restored too. A call of the
-    other kind on an overlapping module waits (see :class:`saliencykit._adapter.Holds`).
-    """
-    if not eval_mode:
-        return _MODES.hold(model.modules(), "as is", save=_save_buffers, restore=_restore_buffers)
-
-    def switch(modules: list[nn.Module]) -> None:
-        if any(module.training for module in modules):
-            model.eval()
-
-    return _MODES.hold(model.modules(), "eval", _training_flag, _restore_training, then=switch)
-
-
-def _acts_for(token: object, module: nn.Module) -> bool:
-    """Whether a hook installed by the call ``token`` on ``module`` acts on the running forward pass.
-
-    It does in the call's own thread; in a thread that runs no adapter call
-    (one the model's forward started itself, e.g. ``nn.DataParallel``'s
-    replicas) only while this call is the only one in flight on the module.
-    """
-    current = _adapter.current_call()
-    return current is token or (current is None and _MODES.users(module) == 1)
-
-
-@contextlib.contextmanager
-def _guided_relus(model: nn.Module) -> Iterator[None]:
-    """Makes every ReLU/ReLU6 module of ``model`` guided for the running call; hooks removed on exit."""
-    relus = [module for module in model.modules() if isinstance(module, RELU_TYPES)]
-    if not relus:
-        raise ValueError(
-            "guided backpropagation needs nn.ReLU / nn.ReLU6 modules; this model has none "
-            "(a functional relu cannot be hooked)"
-        )
-    token = _adapter.current_call()
-
-    # The ReLU's own backward multiplies by (input > 0); clamping the gradient
-    # that reaches it makes that the guided rule.
-    def make_hook(relu: nn.Module) -> Callable[..., Any]:
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> Any:
-            return _GuidedGradient.apply(output) if _acts_for(token, relu) else None
-
-        return hook
-
-    handles = [relu.register_forward_hook(make_hook(relu)) for relu in relus]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextlib.contextmanager
-def _capturing(layer: nn.Module, captured: list[torch.Tensor]) -> Iterator[None]:
-    """Records the layer's output in the running call's forward pass and hands the model a copy.
-
-    The copy keeps the recorded activation intact when an in-place operation
-    (``nn.ReLU(inplace=True)``) follows the layer, and gradients still flow to it.
-    """
-    token = _adapter.current_call()
-
-    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-        if _adapter.current_call() is not token:
-            return None
-        tensor = output[0] if isinstance(output, (tuple, list)) else output
-        captured.append(tensor)
-        copy = tensor.clone()
-        if isinstance(output, (tuple, list)):
-            return type(output)([copy, *output[1:]])
-        return copy
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 # --------------------------------------------------------------------------
 # Devices and dtypes.
 # --------------------------------------------------------------------------
@@ -450,12 +318,6 @@ class _TorchAdapter(Adapter):
     def guided(self) -> contextlib.AbstractContextManager[Any]:
         return _guided_relus(self.model)
 
-    def _layer(self) -> nn.Module:
-        """The Grad-CAM layer (the template asks for it only when there is one)."""
-        if self.layer is None:
-            raise ValueError(self.layer_needed)
-        return self.layer
-
     def to_numpy(self, value: torch.Tensor) -> np.ndarray:
         return _float_numpy(value)
 
@@ -471,9 +333,10 @@ class _TorchAdapter(Adapter):
         self, inputs: np.ndarray, target: Target, *, want_input: bool, want_layer: bool
     ) -> Gradients:
         captured: list[torch.Tensor] = []
+        layer = self.required_layer(self.layer) if want_layer else None
         # Gradients are needed even when the caller runs under no_grad/inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
-            with _capturing(self._layer(), captured) if want_layer else contextlib.nullcontext():
+            with _capturing(layer, captured) if layer is not None else contextlib.nullcontext():
                 leaf, outputs = self._run(inputs, requires_grad=True, captured=captured)
                 selected = select_target(outputs, target)
             if want_layer and not captured:
@@ -561,14 +424,11 @@ def make_call_model_function(
         ``.grad`` fields never touched, and every submodule's train/eval flag
         is restored exactly after each call. It is never moved to another
         device: put it where it should run first (``model.to(device)``).
-      target: what is explained: a class index (``outputs[:, target]``), a
-        callable mapping the output batch to one scalar per example (a softmax
-        probability, a regression output), ``"predicted"`` (each row's own top
-        class), or per-row targets: an integer array ``[N]`` or a list/tuple
-        of N ints, callables or ``"predicted"``, N the batch's length (row i
-        through its own: ``outputs[i, t_i]``; a callable gets the rows that
-        share it). ``call_model_args`` overrides it per call: any of these, or
-        a dict with a ``"target"`` entry.
+      target: what is explained, one scalar per example: a class index
+        (``outputs[:, target]``), a callable, ``"predicted"`` (each row's top
+        class) or per-row targets, as :func:`select_target` takes them;
+        ``call_model_args`` overrides it per call (one of these, or a dict
+        with a ``"target"`` entry).
       layer: the module (or its name in ``model.named_modules()``) whose output
         Grad-CAM uses; needed only for the ``CONVOLUTION_*`` keys, which come
         back channel-last (``N x ... x C``) whatever the layer's rank.
