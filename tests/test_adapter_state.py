@@ -357,3 +357,20 @@ def test_flipped_images_with_negative_strides_are_accepted(images: np.ndarray) -
     flipped = images[:, :, ::-1]
     np.testing.assert_array_equal(call(flipped)[GRADIENTS], call(np.ascontiguousarray(flipped))[GRADIENTS])
     assert saliency.GradientSaliency().GetMask(flipped[0], call).shape == flipped[0].shape
+
+
+def test_normalize_first_used_in_a_forward_only_call_still_serves_gradient_calls():
+    """Its cached constants are not inference tensors, whichever call makes them first."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    call = make_call_model_function(
+        model.eval(),
+        "predicted",
+        preprocess=saliency_torch.normalize([0.5, 0.4, 0.3], [0.2, 0.2, 0.2], scale=1 / 255),
+    )
+    image = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+    call(image[None], expected_keys=[saliency.OUTPUT_LAYER_VALUES])  # forward only, first use
+    mask = saliency.IntegratedGradients().GetMask(image, call, x_steps=3)
+    assert mask.shape == image.shape and np.isfinite(mask).all()

@@ -169,7 +169,10 @@ def normalize(
     def constants(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = x.dtype if x.is_floating_point() else torch.float32
         key = (x.device, dtype)
-        with lock:
+        # Outside inference mode: constants first made during a forward-only call
+        # (inference mode) would otherwise be inference tensors, which a later
+        # gradient call cannot save for its backward pass.
+        with lock, torch.inference_mode(False):
             if key not in cache:
                 cache[key] = tuple(  # type: ignore[assignment]
                     torch.as_tensor(values, dtype=dtype, device=x.device)

@@ -103,13 +103,13 @@ def test_unsure_images_are_skipped_before_their_maps(
 
     Image.fromarray(data.chelsea()).save(tmp_path / "chelsea.png")
     explained = []
-    real_run_method = evaluate.run_method
+    real_run_method_batch = evaluate.run_method_batch
 
-    def counting_run_method(name: str, image: np.ndarray, *args: object) -> object:
-        explained.append(float(image.mean()))
-        return real_run_method(name, image, *args)
+    def counting_run_method_batch(name: str, images: np.ndarray, *args: object) -> object:
+        explained.extend(float(image.mean()) for image in images)
+        return real_run_method_batch(name, images, *args)
 
-    monkeypatch.setattr(evaluate, "run_method", counting_run_method)
+    monkeypatch.setattr(evaluate, "run_method_batch", counting_run_method_batch)
     arguments = [str(photo), "chelsea.png", *tiny_model_args(tiny_model), "--methods", "gradients", "--json"]
     status = run_main(monkeypatch, "evaluate", *arguments, "--min-pred-value", "0.9", cwd=tmp_path)
     assert status == 0

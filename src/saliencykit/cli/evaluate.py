@@ -11,9 +11,13 @@ median over images, AIC: mean) and writes them to pic-curves.png.
 Images the metric must skip are counted and listed; they do not stop the
 run. An image whose top prediction is below --min-pred-value is skipped by
 both metrics before its maps are computed; one whose fully blurred image is
-not less informative is skipped by the metric concerned. The model's
-predictions on the blurred images are batched (--batch-size, default: all 13
-thresholds at once). pic-curves.png and pic.json are written to temporary
+not less informative is skipped by the metric concerned. Each method
+computes the maps of all the images kept at once (GetMaskBatch): the model
+evaluations of different images, each explained through its own top class,
+share calls of at most the method's batch size (its batch_size parameter,
+else --batch-size, else 16); the maps are those of one image at a time. The
+model's predictions on the blurred images are batched (--batch-size, default:
+all 13 thresholds at once). pic-curves.png and pic.json are written to temporary
 names and then renamed, pic.json last; --out is checked before anything is
 computed.
 
@@ -27,6 +31,7 @@ import argparse
 import io
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +40,17 @@ from .console import Console, progress_bar
 from .display import saliency_2d
 from .errors import CliError, missing_dependency
 from .images import InputImage, images_in, load_image, load_sample_image, resize_image
-from .methods import METHODS, choose_methods, method_parameters, parse_method_names, run_method
-from .models import LoadedModel, load_model, predict
+from .methods import (
+    METHODS,
+    BatchResult,
+    batch_size_of,
+    choose_methods,
+    counting_calls,
+    method_parameters,
+    parse_method_names,
+    run_method_batch,
+)
+from .models import LoadedModel, Prediction, load_model, predict
 from .options import (
     add_method_arguments,
     add_model_arguments,
@@ -171,72 +185,144 @@ def _low_confidence(probability: float, min_pred_value: float) -> str:
     )
 
 
-def _score_image(
+@dataclass
+class _Scored:
+    """An image the methods explain: its pixels, its prediction, its random mask and its summary record."""
+
+    pixels: np.ndarray
+    prediction: Prediction
+    random_mask: np.ndarray
+    record: dict[str, Any]
+
+
+def _predict_images(
     pic: Any,
-    source: InputImage,
+    images: list[InputImage],
     seed: int,
     model: LoadedModel,
-    names: list[str],
-    parameters: dict[str, dict[str, Any]],
+    min_pred_value: float,
+    skipped: dict[str, dict[str, str]],
+) -> tuple[list[dict[str, Any]], list[_Scored]]:
+    """Predicts every image; returns every image's summary record, and the images confident enough.
+
+    An image whose top probability is below ``min_pred_value`` is skipped by
+    both metrics at once (``skipped[metric][image name]``), before any map is
+    computed (PIC would refuse it after). Image ``number`` gets the random mask
+    of seed ``seed + number``, whether or not others are skipped.
+    """
+    records, kept = [], []
+    for number, source in enumerate(images):
+        pixels = np.round(resize_image(source.pixels, model.input_size)).astype(np.uint8)
+        prediction = predict(model, pixels.astype(np.float32))
+        record = {
+            "image": source.name,
+            "class_index": prediction.class_index,
+            "label": prediction.label,
+            "probability": prediction.probability,
+            "auc": {},
+            "seconds": {},
+        }
+        records.append(record)
+        if prediction.probability < min_pred_value:
+            for metric in METRICS:
+                skipped[metric][source.name] = _low_confidence(prediction.probability, min_pred_value)
+            continue
+        random_mask = pic.generate_random_mask(*model.input_size, fraction=0.01, seed=seed + number)
+        kept.append(_Scored(pixels, prediction, random_mask, record))
+    return records, kept
+
+
+def _method_maps(
+    name: str,
+    kept: list[_Scored],
+    model: LoadedModel,
+    parameters: dict[str, Any],
+    batch_size: int | None,
+    console: Console,
+) -> tuple[BatchResult, int]:
+    """One method's maps of the kept images: one ``GetMaskBatch`` over all of them.
+
+    Each image's map explains its own top class (the per-image targets go to
+    the adapter through ``call_model_args``, one class index per image), so
+    the evaluations of different images share model calls of at most the
+    method's batch size (:func:`~.methods.batch_size_of`). The progress bar
+    counts the images the model evaluates, out of the method's
+    ``n_model_inputs`` per image.
+
+    Returns:
+      The maps, and the number of model calls they took.
+    """
+    spec = METHODS[name]
+    classes = [scored.prediction.class_index for scored in kept]
+    call = model.make_call_model_function(classes[0])
+    images = np.stack([scored.pixels.astype(np.float32) for scored in kept])
+    total = len(kept) * spec.evaluations(parameters, model.input_size)
+    calls = 0
+    with progress_bar(console, total=total, unit="image", desc=f"{spec.title} maps") as bar:
+
+        def on_batch(size: int) -> None:
+            nonlocal calls
+            calls += 1
+            bar.update(size)
+
+        maps = run_method_batch(
+            name,
+            images,
+            counting_calls(call, on_batch),
+            parameters,
+            classes,
+            batch_size_of(name, parameters, batch_size),
+        )
+    return maps, calls
+
+
+def _score_method(
+    pic: Any,
+    name: str,
+    kept: list[_Scored],
+    maps: BatchResult,
+    predict_probabilities: Any,
     options: dict[str, Any],
     results: dict[str, dict[str, list[Any]]],
     skipped: dict[str, dict[str, str]],
-    bar: Any,
-) -> dict[str, Any]:
-    """Explains one image's top class with each method and computes SIC and AIC for each map.
+    console: Console,
+) -> None:
+    """Computes SIC and AIC for each kept image's map of method ``name``.
 
-    Appends each curve to ``results[method][metric]``; an image the metric must
-    skip goes to ``skipped[metric][image name]`` with the reason. An image whose
-    top probability is below ``min_pred_value`` is skipped by both metrics at
-    once, before any map is computed (PIC would refuse it after).
-
-    Returns:
-      The image's record for the summary: its prediction and its AUCs.
+    Appends each curve to ``results[name][metric]`` (in image order); an image
+    the metric must skip goes to ``skipped[metric][image name]`` with the
+    reason. Each image's record gets its AUCs, and its seconds: ``map`` is its
+    share of the method's batch (the batch's time over the images), ``pic``
+    its own curves' time.
     """
-    pixels = np.round(resize_image(source.pixels, model.input_size)).astype(np.uint8)
-    prediction = predict(model, pixels.astype(np.float32))
-    aucs: dict[str, dict[str, float]] = {}
-    seconds: dict[str, dict[str, float]] = {}
-    record = {
-        "image": source.name,
-        "class_index": prediction.class_index,
-        "label": prediction.label,
-        "probability": prediction.probability,
-        "auc": aucs,
-        "seconds": seconds,
-    }
-    if prediction.probability < options["min_pred_value"]:
-        for metric in METRICS:
-            skipped[metric][source.name] = _low_confidence(prediction.probability, options["min_pred_value"])
-        bar.update(len(names) * (1 + len(METRICS)))
-        return record
-    call = model.make_call_model_function(prediction.class_index)
-    random_mask = pic.generate_random_mask(*model.input_size, fraction=0.01, seed=seed)
-    for name in names:
-        bar.set_postfix_str(f"{source.name} {METHODS[name].title}")
-        result = run_method(name, pixels.astype(np.float32), call, parameters[name])
-        importance = saliency_2d(result.saliency_map, result.display)
-        bar.update(1)
-        pic_started = time.perf_counter()
-        for metric, compute in (("sic", pic.compute_sic), ("aic", pic.compute_aic)):
-            try:
-                curve = compute(
-                    pixels,
-                    importance,
-                    random_mask,
-                    model.predict_probabilities,
-                    prediction.class_index,
-                    **options,
-                )
-            except pic.ComputePicMetricError as error:
-                skipped[metric][source.name] = str(error)
-                continue
-            finally:
-                bar.update(1)
-            results[name][metric].append(curve)
-            aucs.setdefault(name, {})[metric] = float(curve.auc)
-        seconds[name] = {"map": result.seconds, "pic": time.perf_counter() - pic_started}
-    return record
+    spec = METHODS[name]
+    with progress_bar(console, total=len(kept) * len(METRICS), unit="curve", desc=f"{spec.title} PIC") as bar:
+        for scored, saliency_map in zip(kept, maps.maps, strict=True):
+            record, prediction = scored.record, scored.prediction
+            bar.set_postfix_str(record["image"])
+            importance = saliency_2d(saliency_map, spec.display)
+            pic_started = time.perf_counter()
+            for metric, compute in (("sic", pic.compute_sic), ("aic", pic.compute_aic)):
+                try:
+                    curve = compute(
+                        scored.pixels,
+                        importance,
+                        scored.random_mask,
+                        predict_probabilities,
+                        prediction.class_index,
+                        **options,
+                    )
+                except pic.ComputePicMetricError as error:
+                    skipped[metric][record["image"]] = str(error)
+                    continue
+                finally:
+                    bar.update(1)
+                results[name][metric].append(curve)
+                record["auc"].setdefault(name, {})[metric] = float(curve.auc)
+            record["seconds"][name] = {
+                "map": maps.seconds / len(kept),
+                "pic": time.perf_counter() - pic_started,
+            }
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -281,14 +367,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options = pic_options(args, len(pic.DEFAULT_SALIENCY_THRESHOLDS))
     results: dict[str, dict[str, list[Any]]] = {name: {metric: [] for metric in METRICS} for name in names}
     skipped: dict[str, dict[str, str]] = {metric: {} for metric in METRICS}
-    steps = len(images) * len(names) * (1 + len(METRICS))  # each map, then each metric
-    with progress_bar(console, total=steps, unit="step", desc="evaluate") as bar:
-        per_image = [
-            _score_image(
-                pic, source, args.seed + number, model, names, parameters, options, results, skipped, bar
-            )
-            for number, source in enumerate(images)
-        ]
+    per_image, kept = _predict_images(pic, images, args.seed, model, args.min_pred_value, skipped)
+    batches: dict[str, dict[str, Any]] = {}
+    for name in names if kept else []:
+        maps, calls = _method_maps(name, kept, model, parameters[name], args.batch_size, console)
+        batches[name] = {"batch_size": maps.batch_size, "model_calls": calls}
+        _score_method(pic, name, kept, maps, model.predict_probabilities, options, results, skipped, console)
+    # In the images' order, whichever step skipped them.
+    order = [source.name for source in images]
+    skipped = {
+        metric: {image: reasons[image] for image in dict.fromkeys(order) if image in reasons}
+        for metric, reasons in skipped.items()
+    }
     counts = {metric: len(images) - len(skipped[metric]) for metric in METRICS}
     aggregates = _aggregate(pic, results)
     try:
@@ -304,6 +394,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 counts,
                 names,
                 parameters,
+                batches,
                 aggregates,
                 {**options, "seed": args.seed},
                 {"plot": str(plot_path), "summary": str(out / "pic.json")},
@@ -330,11 +421,17 @@ def _summary(
     counts: dict[str, int],
     names: list[str],
     parameters: dict[str, dict[str, Any]],
+    batches: dict[str, dict[str, Any]],
     aggregates: dict[str, dict[str, Any]],
     options: dict[str, Any],
     outputs: dict[str, str],
 ) -> dict[str, Any]:
-    """The summary pic.json holds and --json prints."""
+    """The summary pic.json holds and --json prints.
+
+    Each method's ``map_batch_size`` and ``map_model_calls`` say how its maps
+    were computed (one batch over the images kept; ``None`` when every image
+    was skipped before its maps).
+    """
     return {
         "model": model.description,
         "device": model.device,
@@ -353,6 +450,8 @@ def _summary(
                 "pic_seconds": sum(
                     record["seconds"][name]["pic"] for record in per_image if name in record["seconds"]
                 ),
+                "map_batch_size": batches.get(name, {}).get("batch_size"),
+                "map_model_calls": batches.get(name, {}).get("model_calls", 0),
                 **{
                     metric: None if aggregate is None else float(aggregate.auc)
                     for metric, aggregate in aggregates[name].items()
