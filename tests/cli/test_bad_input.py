@@ -32,7 +32,9 @@ def png_header(width: int, height: int) -> bytes:
     ("arguments", "fragments"),
     [
         (["explain", "missing.png"], ["image: no such file: 'missing.png'"]),
-        (["explain", "."], ["expected an image file (PNG or JPEG), got the directory"]),
+        (["explain", "empty"], ["the folder 'empty' holds no image file"]),  # a folder: many images
+        (["explain", "notes.png", "missing-folder/"], ["no such file, folder or pattern: 'missing-folder/'"]),
+        (["explain", "*.gif"], ["the pattern '*.gif' matches no file"]),
         (["explain", "notes.png"], ["expected an image file (PNG or JPEG)", "not an image"]),
         (["explain", "truncated.png"], ["cannot read the image 'truncated.png'"]),
         (["explain", "bomb.png"], ["refusing 'bomb.png'", "MAX_IMAGE_PIXELS", "decompression bomb"]),

@@ -1,14 +1,17 @@
 """The ``saliencykit`` command: see what the library does without writing code.
 
     saliencykit explain [IMAGE] [--model ...] [--methods ...]   # every method, side by side
+    saliencykit explain IMAGES... | FOLDER | "*.jpg" | list.txt  # many images: stored maps, resumable
     saliencykit evaluate [IMAGES ...] [--methods ...]           # PIC (SIC/AIC) over images
+    saliencykit evaluate --run OUT                              # PIC of a stored run, with intervals
 
 Also ``python -m saliencykit``. Errors in the input (a missing file, an
 unknown method, a class out of range, a missing optional package) are one line
 on stderr and a non-zero exit status: 2 for bad input, 3 for a missing
 package, 1 for anything unexpected (``--traceback`` shows where), 130 when
-interrupted. Deep-learning frameworks and matplotlib are imported only when
-a command needs them.
+interrupted; a run on many images exits with 4 when some images failed.
+Deep-learning frameworks and matplotlib are imported only when a command
+needs them.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser = commands.add_parser(
         "explain",
         parents=[common],
-        help="explain one image with every method, side by side",
+        help="explain one image with every method, side by side, or many images into a stored run",
         description=explain.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

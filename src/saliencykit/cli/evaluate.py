@@ -21,6 +21,15 @@ all 13 thresholds at once). pic-curves.png and pic.json are written to temporary
 names and then renamed, pic.json last; --out is checked before anything is
 computed.
 
+With --run OUT, the maps stored by "saliencykit explain" on many images in
+OUT are scored instead (the missing ones computed; the images, methods and
+parameters default to the run's; give the run's --model options again):
+each method's AUC with a bootstrap interval over images (--n-bootstrap,
+--confidence), a seeded random-map baseline (unless --no-baseline) and the
+paired differences between methods; each PIC result is stored under
+OUT/pic so a rerun computes nothing twice, and OUT/evaluation.json holds
+the summary. The exit status is 4 when some maps or PIC results failed.
+
 A --model file is code (TorchScript and Keras files can run code): use only
 files you trust.
 """
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from .console import Console, progress_bar
+from .dataset import add_run_arguments, check_run_options, run_stored_evaluation
 from .display import saliency_2d
 from .errors import CliError, missing_dependency
 from .images import InputImage, images_in, load_image, load_sample_image, resize_image
@@ -108,6 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="saliencykit-out", help="output folder (default: %(default)s)")
+    add_run_arguments(parser)
 
 
 def _load_images(paths: list[str], console: Console) -> tuple[list[InputImage], dict[str, str]]:
@@ -326,7 +337,13 @@ def _score_method(
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    """Runs ``saliencykit evaluate`` with parsed arguments; returns the exit status."""
+    """Runs ``saliencykit evaluate`` with parsed arguments; returns the exit status.
+
+    With ``--run OUT``: :func:`saliencykit.cli.dataset.run_stored_evaluation`.
+    """
+    if args.run_folder is not None:
+        return run_stored_evaluation(args, console)
+    check_run_options(args)
     started = time.perf_counter()
     try:
         from .. import metrics as pic

@@ -1,14 +1,23 @@
-"""saliencykit explain: every saliency method on one image, side by side.
+"""saliencykit explain: every saliency method on one image, side by side, or on many images.
 
     saliencykit explain                       # scikit-image's cat, pretrained EfficientNet-Lite0
     saliencykit explain photo.jpg --methods ig,xrai,gradcam --steps 50
     saliencykit explain photo.jpg --model net.pt --input-size 128 --class-index 3 --json
+    saliencykit explain photos/ --model net.pt --methods ig,gradcam --out run   # many images
 
 Writes panel.png (all maps side by side), report.html (self-contained:
 prediction, pictures, parameters and times) and explain.json (the summary
 --json prints) to --out. Each file is written to a temporary name and then
 renamed, explain.json last: a failed or interrupted run leaves the previous
 run's files as they were. --out is checked before anything is computed.
+
+Several images, a folder, a glob pattern or a .txt list of paths (or any
+of the options --force, --retry-failed, --float16, --engine, --workers,
+--gpus-per-worker, --ray-address, --gallery-limit) make a data-set run
+instead: each map is stored under --out (default saliencykit-run) with
+manifest.csv and gallery.html; a rerun computes only the missing maps
+(--force: all); an image that fails is recorded and the run goes on, and
+the exit status is 4 when any failed (--retry-failed retries them).
 
 A --model file is code (TorchScript and Keras files can run code): use only
 files you trust.
@@ -25,6 +34,7 @@ import numpy as np
 
 from ..core.base import CallModelFunction
 from .console import Console, progress_bar
+from .dataset import DEFAULT_RUN_FOLDER, add_dataset_arguments, is_dataset_run, run_dataset
 from .errors import CliError, missing_dependency
 from .images import DEFAULT_IMAGE, InputImage, load_image, load_sample_image, resize_image
 from .methods import (
@@ -46,8 +56,10 @@ from .options import (
 )
 from .outputs import StagedFiles, prepare_output_folder, staged_outputs
 
-__all__ = ["DPI_RANGE", "add_arguments", "run"]
+__all__ = ["DEFAULT_OUT", "DPI_RANGE", "add_arguments", "run"]
 
+#: ``--out`` of a one-image run when none is given.
+DEFAULT_OUT = "saliencykit-out"
 #: ``--dpi``: the panel is about 13 x 9 inches, so 600 dpi is about 8000 x 5600 pixels.
 DPI_RANGE = (20, 600)
 
@@ -55,7 +67,11 @@ DPI_RANGE = (20, 600)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``explain``'s arguments to its sub-parser."""
     parser.add_argument(
-        "image", nargs="?", help="a PNG or JPEG file (default: scikit-image's chelsea(), a cat)"
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="a PNG or JPEG file (default: scikit-image's chelsea(), a cat); several files, folders, "
+        "glob patterns or .txt lists of paths make a data-set run",
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -63,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_method_arguments(parser, "all that the model supports")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default="saliencykit-out", help="output folder (default: %(default)s)")
+    output.add_argument(
+        "--out", help=f"output folder (default: {DEFAULT_OUT}; many images: {DEFAULT_RUN_FOLDER})"
+    )
     output.add_argument(
         "--dpi",
         type=integer_in(*DPI_RANGE),
@@ -71,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"resolution of panel.png, {DPI_RANGE[0]} to {DPI_RANGE[1]} (default: %(default)s)",
     )
     output.add_argument("--save-maps", action="store_true", help="also write the raw maps to maps.npz")
+    add_dataset_arguments(parser)
 
 
 def _compute_maps(
@@ -143,15 +162,22 @@ def _stage_pictures(
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    """Runs ``saliencykit explain`` with parsed arguments; returns the exit status."""
+    """Runs ``saliencykit explain`` with parsed arguments; returns the exit status.
+
+    Many images (:func:`saliencykit.cli.dataset.is_dataset_run`) go to
+    :func:`saliencykit.cli.dataset.run_dataset`.
+    """
+    if is_dataset_run(args):
+        return run_dataset(args, console)
+    image_path = args.images[0] if args.images else None
     started = time.perf_counter()
     requested = parse_method_names(args.methods)
     input_size = parse_input_size(args.input_size)
     # Parameters are checked before anything slow is loaded (the size only changes defaults).
     method_parameters(requested or list(METHODS), input_size or (224, 224), **parameter_options(args))
-    out = prepare_output_folder(args.out)
+    out = prepare_output_folder(args.out or DEFAULT_OUT)
     _require_matplotlib()
-    source = load_image(args.image, "image") if args.image else load_sample_image(DEFAULT_IMAGE)
+    source = load_image(image_path, "image") if image_path else load_sample_image(DEFAULT_IMAGE)
     model, model_notes = load_model(
         args.model,
         input_size=input_size,
