@@ -392,6 +392,22 @@ def load_text() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*load_average())
 
 
+def load_footer(threads: int) -> str:
+    """The closing load-average line, flagged when other processes competed.
+
+    The benchmark alone keeps about ``threads`` (torch's threads) busy, so a
+    1-minute load above ``threads + 1`` means the timings are unreliable.
+    """
+    busy_limit = threads + 1
+    first = load_average()[0]
+    note = (
+        f" (above {busy_limit}: other processes competed, timings are unreliable)"
+        if first > busy_limit
+        else ""
+    )
+    return f"{load_text()} at the end{note}"
+
+
 def wait_for_quiet_machine(
     threshold: float, max_wait_s: float, poll_s: float = LOAD_POLL_S, announce: bool = True
 ) -> str:

@@ -65,7 +65,6 @@ next to each other in time.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402 (the benchmarks folder is not a package)
     IMAGE_SIZE,
     environment_header,
+    load_footer,
     load_model,
     median,
     time_call,
@@ -636,16 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     all_passed = print_table(results, str(device), arguments.steps)
-    load_average = os.getloadavg()
-    busy_limit = arguments.threads + 1  # this benchmark alone keeps about torch's threads busy
-    print(
-        "load average at the end: {:.2f} {:.2f} {:.2f}".format(*load_average)
-        + (
-            f" (above {busy_limit}: other processes competed, timings are unreliable)"
-            if load_average[0] > busy_limit
-            else ""
-        )
-    )
+    print(load_footer(arguments.threads))
     print(f"all targets: {verdict(all_passed)}")
     return 0 if all_passed else 1
 

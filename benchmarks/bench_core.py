@@ -74,7 +74,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import sys
 from collections.abc import Callable, Iterator
@@ -95,6 +94,7 @@ from _common import (  # noqa: E402 (the benchmarks folder is not a package)
     ReplayCallModel,
     TimedCallModel,
     environment_header,
+    load_footer,
     load_image,
     load_model,
     median,
@@ -549,17 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     all_passed = print_table(results)
     print_model_time_notes(results)
-    load_average = os.getloadavg()
-    # This benchmark alone keeps about torch's thread count busy.
-    busy_limit = arguments.threads + 1
-    print(
-        "load average at the end: {:.2f} {:.2f} {:.2f}".format(*load_average)
-        + (
-            f" (above {busy_limit}: other processes competed, timings are unreliable)"
-            if load_average[0] > busy_limit
-            else ""
-        )
-    )
+    print(load_footer(arguments.threads))
     print(f"all targets: {verdict(all_passed)}")
 
     if arguments.profile:

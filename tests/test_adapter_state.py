@@ -7,9 +7,7 @@ that need contiguous input, half precision, devices, in-place ``preprocess``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +18,8 @@ from torch import nn  # noqa: E402
 import saliencykit.core as saliency  # noqa: E402
 import saliencykit.torch as saliency_torch  # noqa: E402
 from saliencykit.torch import make_call_model_function  # noqa: E402
+
+from .threads import run_in_threads  # noqa: E402
 
 GRADIENTS = saliency.INPUT_OUTPUT_GRADIENTS
 OUTPUTS = saliency.OUTPUT_LAYER_VALUES
@@ -112,30 +112,6 @@ def test_eval_mode_false_restores_the_buffers_a_train_mode_pass_changes(images: 
 # --------------------------------------------------------------------------
 # 2. Several threads on one model.
 # --------------------------------------------------------------------------
-
-
-def run_in_threads(tasks: list[Callable[[], Any]], repeats: int) -> list[list[Any]]:
-    """Runs each task ``repeats`` times in its own thread, all starting together; re-raises errors."""
-    results: list[list[Any]] = [[] for _ in tasks]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(tasks))
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(repeats):
-                results[index].append(tasks[index]())
-        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(tasks))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def concurrent_tasks(model: nn.Module, images: np.ndarray, kind: str) -> list[Callable[[], np.ndarray]]:

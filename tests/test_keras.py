@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -29,6 +28,8 @@ from saliencykit.core import (  # noqa: E402
     OUTPUT_LAYER_VALUES,
 )
 from saliencykit.keras import _guided_relus, make_call_model_function, select_target  # noqa: E402
+
+from .threads import run_in_threads  # noqa: E402
 
 CONV_KEYS = [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
 TARGET = 1
@@ -660,30 +661,6 @@ def test_training_true_calls_restore_the_moving_statistics(x_batch):
     call(x_batch, expected_keys=ALL_KEYS)
     call(x_batch, expected_keys=[OUTPUT_LAYER_VALUES])
     assert_same_state(before, model, skip_seeds=True)  # dropout's seed moves on: fresh masks
-
-
-def run_in_threads(tasks, repeats: int) -> list[list]:
-    """Runs each task ``repeats`` times in its own thread, all starting together; re-raises errors."""
-    results: list[list] = [[] for _ in tasks]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(tasks))
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(repeats):
-                results[index].append(tasks[index]())
-        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(tasks))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def test_concurrent_calls_on_one_model_match_serial_calls(x_batch):
