@@ -123,9 +123,11 @@ def test_a_worker_killed_mid_run_loses_no_image_and_reports_none_twice(
             assert stored["map"].shape[:2] == (32, 32)
 
 
+@pytest.mark.parametrize("images_per_batch", [1, 2])
 def test_a_batch_that_keeps_killing_its_worker_is_reported_failed_and_the_others_done(
-    ray_cluster: Any, spec: ModelSpec, tmp_path: Path
+    ray_cluster: Any, spec: ModelSpec, tmp_path: Path, images_per_batch: int
 ) -> None:
+    """With 2 images per batch, image00 shares the fatal batch: the second pass computes it alone."""
     from saliencykit.runs.ray_engine import ExplainActor
 
     class DiesOnImage01(ExplainActor):  # local: pickled by value, so Ray's workers run it
@@ -137,19 +139,22 @@ def test_a_batch_that_keeps_killing_its_worker_is_reported_failed_and_the_others
                 os._exit(1)  # every attempt at this batch kills its worker
             return super().__call__(batch)
 
-    engine = RayEngine(workers=2, images_per_batch=1, max_retries=1)
+    engine = RayEngine(workers=2, images_per_batch=images_per_batch, max_retries=1)
     engine.actor_class = DiesOnImage01
-    items = work_items(write_images(tmp_path / "images", 3), ("gradients",))
+    items = work_items(write_images(tmp_path / "images", 3), ("gradients", "ig"))
     results = collect(engine, spec, items)
 
     assert sorted((r.key, r.status) for r in results) == [
         ("0-gradients", "ok"),
+        ("0-ig", "ok"),
         ("1-gradients", "failed"),
+        ("1-ig", "failed"),
         ("2-gradients", "ok"),
+        ("2-ig", "ok"),
     ]
-    (lost,) = [r for r in results if r.status == "failed"]
-    assert lost.error.startswith("lost: its Ray batch failed 2 times") and "\n" not in lost.error
-    assert lost.image_path.endswith("image01.png") and lost.saliency_map is None
+    for lost in [r for r in results if r.status == "failed"]:
+        assert lost.error.startswith("lost: its Ray batch failed 2 times") and "\n" not in lost.error
+        assert lost.image_path.endswith("image01.png") and lost.saliency_map is None
 
 
 @pytest.mark.parametrize("always", [False, True], ids=["once", "always"])

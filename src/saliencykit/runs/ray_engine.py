@@ -19,8 +19,12 @@ How it runs (Ray's own mechanisms, no scheduler of ours):
   loading the model is restarted the same way; one that keeps dying fails the
   run, and every map not yet done is reported ``"failed"``); a batch that still
   fails is skipped by Ray Data (``max_errored_blocks = -1``: the other
-  batches go on) and its maps are reported ``"failed"`` with a one-line
-  error, so that ``--retry-failed`` runs them again. The driver drops a result
+  batches go on). Each actor holds one batch at a time, so a batch waiting
+  for a worker never dies with it. When Ray Data is done, the images of the
+  lost batches run once more, one image per batch, on a fresh pool of
+  workers: the images that shared a batch with one that kills its worker are
+  computed, and only the maps that fail again are reported ``"failed"`` with
+  a one-line error, so that ``--retry-failed`` runs them again. The driver drops a result
   whose key it has already passed on (or never asked for): no map is reported
   twice, none is lost.
 
@@ -37,6 +41,7 @@ Ray is imported only when a run starts: this module imports without it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -178,6 +183,14 @@ class _Collector:
         self.reported.add(result.key)
         self.on_result(result)
 
+    def missing_items(self) -> list[WorkItem]:
+        """The items with a method not yet reported, each holding only those methods."""
+        missing: dict[int, tuple[WorkItem, list[tuple[str, str, dict[str, Any]]]]] = {}
+        for key, (item, name, parameters) in self.expected.items():
+            if key not in self.reported:
+                missing.setdefault(id(item), (item, []))[1].append((name, key, parameters))
+        return [dataclasses.replace(item, methods=tuple(methods)) for item, methods in missing.values()]
+
     def fail_missing(self, error: str) -> int:
         """Reports every expected key not yet reported as ``"failed"`` with ``error``; returns how many."""
         missing = [key for key in self.expected if key not in self.reported]
@@ -310,6 +323,33 @@ class RayEngine:
     ) -> None:
         collector = _Collector(items, on_result)
         crash_marker = os.environ.get(CRASH_MARKER_VARIABLE) or None
+        lost = (
+            f"lost: its Ray batch failed {self.max_retries + 1} times "
+            "(a worker that died each time?); rerun with --retry-failed"
+        )
+        first_batches = self.batch_images(len(items))
+        failure = self._run_pass(ray, spec, items, batch_size, first_batches, crash_marker, collector)
+        if failure is None:
+            # Batches lost to dying workers take their neighbours with them (the other images of the batch,
+            # a batch queued on the actor that died): those run once more, one image per batch, on a fresh
+            # pool, so that only the images that kill their worker themselves are reported failed.
+            again = collector.missing_items()
+            if again:
+                failure = self._run_pass(ray, spec, again, batch_size, 1, crash_marker, collector)
+        collector.fail_missing(failure or lost)
+
+    def _run_pass(
+        self,
+        ray: ModuleType,
+        spec: ModelSpec,
+        items: Sequence[WorkItem],
+        batch_size: int,
+        images_per_batch: int,
+        crash_marker: str | None,
+        collector: _Collector,
+    ) -> str | None:
+        """One Ray Data run over ``items``; returns its error (one line) if the whole run failed."""
+        pool_size = min(self.workers, math.ceil(len(items) / images_per_batch))
         with _quiet_ray_data():
             with warnings.catch_warnings():
                 # Ray 2.60 warns of its own deprecated settings when it copies a DataContext, and calls
@@ -325,27 +365,24 @@ class RayEngine:
                 results = dataset.map_batches(
                     self.actor_class,
                     fn_constructor_args=(spec, int(batch_size), crash_marker),
-                    compute=ray.data.ActorPoolStrategy(size=self.workers),
-                    batch_size=self.batch_images(len(items)),
+                    # one batch in flight per actor: a batch queued behind one that kills its worker waits
+                    # in Ray Data's queue, not on the dying actor
+                    compute=ray.data.ActorPoolStrategy(size=pool_size, max_tasks_in_flight_per_actor=1),
+                    batch_size=images_per_batch,
                     num_cpus=self.cpus_per_worker,
                     num_gpus=self.gpus_per_worker or None,
                     max_restarts=self.max_retries,
                     max_task_retries=self.max_retries,
                 )
-            failure = (
-                f"lost: its Ray batch failed {self.max_retries + 1} times "
-                "(a worker that died each time?); rerun with --retry-failed"
-            )
             rows = iter(results.iter_rows())
             try:
                 while True:
                     try:
                         row = next(rows)
                     except StopIteration:
-                        break
+                        return None
                     except Exception as error:  # the run as a whole failed: what is left is reported failed
-                        failure = f"the Ray run failed: {_ANSI.sub('', one_line_error(error))}"
-                        break
+                        return f"the Ray run failed: {_ANSI.sub('', one_line_error(error))}"
                     result = pickle.loads(row["result"])  # outside the try: on_result's errors propagate
                     if isinstance(result, _LoadFailure):
                         raise result.error  # no model: nothing computed, as with the local engine
@@ -354,4 +391,3 @@ class RayEngine:
                 close = getattr(rows, "close", None)
                 if close is not None:
                     close()
-        collector.fail_missing(failure)
