@@ -50,11 +50,18 @@ import tensorflow as tf
 
 from . import _adapter
 from ._adapter import Adapter, Gradients
+from ._keras_randomise import randomisation_layers, randomised_copy, randomised_models
 from ._keras_state import RELU_FUNCTIONS as RELU_FUNCTIONS  # the ReLUs made guided, named here as before
 from ._keras_state import _all_layers, _guided_relus, _holding
 from .core.base import CallModelFunction
 
-__all__ = ["make_call_model_function", "select_target"]
+__all__ = [
+    "make_call_model_function",
+    "randomisation_layers",
+    "randomised_copy",
+    "randomised_models",
+    "select_target",
+]
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(

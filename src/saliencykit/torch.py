@@ -57,11 +57,20 @@ from torch import nn
 
 from . import _adapter
 from ._adapter import Adapter, Gradients
+from ._torch_randomise import randomisation_layers, randomised_copy, randomised_models
 from ._torch_state import _NEEDS_CONTIGUOUS, _capturing, _guided_relus, _model_mode
 from ._torch_state import RELU_TYPES as RELU_TYPES  # the ReLUs made guided, named here as before
 from .core.base import CallModelFunction
 
-__all__ = ["DeviceMismatchError", "make_call_model_function", "normalize", "select_target"]
+__all__ = [
+    "DeviceMismatchError",
+    "make_call_model_function",
+    "normalize",
+    "randomisation_layers",
+    "randomised_copy",
+    "randomised_models",
+    "select_target",
+]
 
 #: A class index, a callable, ``"predicted"``, or per-row targets (an integer array, a list/tuple).
 Target = int | str | Callable[[torch.Tensor], torch.Tensor] | np.ndarray | Sequence[Any]

@@ -22,12 +22,17 @@ from .base import (
 )
 from .blur_ig import BlurIG
 from .grad_cam import GradCam
+from .grad_cam_plus_plus import GradCamPlusPlus
 from .gradients import GradientSaliency, GuidedBackprop
 from .guided_grad_cam import GuidedGradCam
 from .guided_ig import GuidedIG
+from .hires_cam import HiResCam
 from .integrated_gradients import IntegratedGradients, IntegratedGradientsOutput
 from .integration import INTEGRATION_RULES
+from .layer_cam import LayerCam
 from .occlusion import Occlusion
+from .rise import RISE
+from .score_cam import ScoreCam
 from .visualization import VisualizeImageDiverging, VisualizeImageGrayscale
 from .xrai import XRAI, XRAIOutput, XRAIParameters
 
@@ -39,18 +44,23 @@ __all__ = [
     "INTEGRATION_RULES",
     "MAX_MODEL_EVALUATIONS",
     "OUTPUT_LAYER_VALUES",
+    "RISE",
     "BaselineShapeError",
     "BlurIG",
     "CoreSaliency",
     "GradCam",
+    "GradCamPlusPlus",
     "GradientSaliency",
     "GuidedBackprop",
     "GuidedGradCam",
     "GuidedIG",
+    "HiResCam",
     "IntegratedGradients",
     "IntegratedGradientsOutput",
+    "LayerCam",
     "MissingKeyError",
     "Occlusion",
+    "ScoreCam",
     "VisualizeImageDiverging",
     "VisualizeImageGrayscale",
     "XRAI",

@@ -40,7 +40,14 @@ from .base import (
     as_float_array,
 )
 
-__all__ = ["BaseCam", "GradCam", "channel_weighted_activation_map", "input_sized_map", "resize_map"]
+__all__ = [
+    "BaseCam",
+    "GradCam",
+    "cam_output",
+    "channel_weighted_activation_map",
+    "input_sized_map",
+    "resize_map",
+]
 
 #: Number of copies of the map stacked on a new last axis when ``three_dims``.
 COLOR_CHANNELS = 3
@@ -172,6 +179,35 @@ def input_sized_map(cam: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
     return resize_map(cam, tuple(x_shape[:n_spatial]))
 
 
+def cam_output(
+    cam: np.ndarray, x_shape: tuple[int, ...], should_resize: bool, three_dims: bool
+) -> np.ndarray:
+    """The mask a CAM method returns from the layer's map: :meth:`GradCam.GetMask`'s convention.
+
+    Shared by every CAM method (Grad-CAM and its variants, Score-CAM).
+
+    Args:
+      cam: the layer's map, float64, one axis per spatial axis of the layer.
+      x_shape: the un-batched input's shape.
+      should_resize: divide by the maximum (when > 0) and resize to the
+        input's spatial shape (:func:`input_sized_map`).
+      three_dims: stack three copies of the map on a new last axis.
+
+    Returns:
+      A ``float32`` array: the map (resized or not), with a last axis of 3 when ``three_dims``.
+
+    Raises:
+      ValueError: when resizing, a layer with more spatial axes than the input has axes.
+    """
+    if should_resize:
+        cam = input_sized_map(cam, x_shape)
+    if not three_dims:
+        return cam.astype(np.float32)
+    mask = np.empty(cam.shape + (COLOR_CHANNELS,), dtype=np.float32)
+    mask[...] = cam[..., None]
+    return mask
+
+
 class BaseCam(CoreSaliency):
     """What every class-activation-map method shares; alone it computes nothing.
 
@@ -242,7 +278,7 @@ class GradCam(BaseCam):
         should_resize: bool = True,
         three_dims: bool = True,
     ) -> np.ndarray:
-        """Returns the Grad-CAM mask of ``x_value``.
+        """Returns the Grad-CAM mask of ``x_value`` (a variant's own map: :meth:`~BaseCam.cam_map`).
 
         Args:
           x_value: the un-batched input; its leading axes are the spatial axes
@@ -279,11 +315,4 @@ class GradCam(BaseCam):
     def _mask_steps(self, x_value: Any, should_resize: bool, three_dims: bool) -> Steps:
         x_value = as_float_array("x_value", x_value)
         output = yield Request(1, lambda start, stop: x_value[None], self.expected_keys)
-        grad_cam = self.layer_map(output)
-        if should_resize:
-            grad_cam = input_sized_map(grad_cam, x_value.shape)
-        if not three_dims:
-            return grad_cam.astype(np.float32)
-        mask = np.empty(grad_cam.shape + (COLOR_CHANNELS,), dtype=np.float32)
-        mask[...] = grad_cam[..., None]
-        return mask
+        return cam_output(self.layer_map(output), x_value.shape, should_resize, three_dims)

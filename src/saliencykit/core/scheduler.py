@@ -8,6 +8,7 @@ A method's computation of one mask is a generator (:data:`Steps`) that yields
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,11 @@ class Request:
     Attributes:
       n_inputs: how many inputs, between 1 and :data:`MAX_MODEL_EVALUATIONS`.
       make_inputs: ``make_inputs(start, stop)`` returns inputs ``start..stop-1``
-        as one array ``[stop - start, ...]``; called just before the call that
-        takes them, once per chunk, chunks in order.
+        as one array ``[stop - start, ...]``; called once per chunk, chunks in
+        order, before the call that takes them: while the previous call runs,
+        on the scheduler's worker thread, when the chunk continues a request
+        that call does not finish (see :func:`run_steps`). It must therefore
+        depend only on the request's own state, not on answers still to come.
       keys: the keys asked for (and checked) in the answer.
       consume: ``consume(start, stop, answer)`` receives the checked answer on
         inputs ``start..stop-1`` (a dict key -> array with ``stop - start``
@@ -82,6 +86,11 @@ Steps = Generator["Request | Fork", Any, Any]
 
 _PLAIN_VALUE_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
+#: Whether :func:`run_steps` builds the next call's inputs on a worker thread
+#: while the model runs (its ``prefetch=None``). Set it to False to build every
+#: input on the calling thread (the results are the same either way).
+PREFETCH_INPUTS = True
+
 
 def same_call_model_args(first: Any, second: Any) -> bool:
     """Whether two examples' ``call_model_args`` may share a call of a plain ``call_model_function``.
@@ -118,9 +127,14 @@ class _Task:
 class _Scheduler:
     """Runs computations and packs their requests into calls (see :func:`run_steps`)."""
 
-    def __init__(self, call_model_function: CallModelFunction, batch_size: int) -> None:
+    def __init__(
+        self, call_model_function: CallModelFunction, batch_size: int, worker: ThreadPoolExecutor | None
+    ) -> None:
         self.call_model_function = call_model_function
         self.batch_size = batch_size
+        self.worker = worker
+        # Inputs being built beside the model: task -> (start, stop, the future array).
+        self.prefetched: dict[_Task, tuple[int, int, Future[np.ndarray]]] = {}
         self.pack_args = getattr(call_model_function, "pack_call_model_args", None)
         self.pending: list[_Task] = []  # computations waiting for a request, oldest first
         self.forks: list[_Task] = []  # parallel forks with children to start, innermost last
@@ -256,16 +270,17 @@ class _Scheduler:
         head = chunks[0][0]
         assert head.request is not None
         keys = list(head.request.keys)
-        parts = []
-        for task, start, stop in chunks:
-            assert task.request is not None
-            parts.append(task.request.make_inputs(start, stop))
-        inputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        inputs = self.inputs_of(chunks)
         if all(task.args is head.args for task, _, _ in chunks) or self.pack_args is None:
             args = head.args
         else:
             args = self.pack_args([task.args for task, start, stop in chunks for _ in range(stop - start)])
-        output = self.call_model_function(inputs, call_model_args=args, expected_keys=keys)
+        self.prefetch_after(chunks)
+        try:
+            output = self.call_model_function(inputs, call_model_args=args, expected_keys=keys)
+        finally:
+            for _, _, future in self.prefetched.values():  # the worker's work done before any state moves
+                future.exception()
         answer = check_call_model_output(output, inputs.shape, keys)
         offset = 0
         finished = []
@@ -292,6 +307,55 @@ class _Scheduler:
             else:
                 self.advance(task, {key: np.concatenate([a[key] for a in answers]) for key in keys})
 
+    def inputs_of(self, chunks: list[tuple[_Task, int, int]]) -> np.ndarray:
+        """The call's inputs: each chunk's, built beside the previous call or now."""
+        parts = []
+        for task, start, stop in chunks:
+            assert task.request is not None
+            prefetched = self.prefetched.pop(task, None)
+            if prefetched is None:
+                parts.append(task.request.make_inputs(start, stop))
+                continue
+            # The plan of prefetch_after is the next call's exact prefix (see there).
+            assert prefetched[:2] == (start, stop), (prefetched[:2], (start, stop))
+            parts.append(prefetched[2].result())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def prefetch_after(self, chunks: list[tuple[_Task, int, int]]) -> None:
+        """Starts building, on the worker thread, the inputs of the next call that do not depend on this one.
+
+        The next call (:meth:`next_call`) starts with the requests still
+        pending after this call, in order, before anything this call's answers
+        create: those that continue past this call, and those left out of it.
+        Their chunks are planned here exactly as :meth:`next_call` will choose
+        them, and their ``make_inputs`` runs while the model answers this
+        call. The rest of the next call is built after the answer, as before.
+        """
+        if self.worker is None:
+            return
+        answered = {task: stop for task, _, stop in chunks}
+        room = self.batch_size
+        head: _Task | None = None
+        plan = []
+        for task in self.pending:
+            if room == 0:
+                break
+            assert task.request is not None
+            start = answered.get(task, task.answered)
+            if start == task.request.n_inputs:
+                continue  # finished by this call
+            if head is None:
+                head = task
+            elif not self.compatible(head, task):
+                continue
+            stop = start + min(room, task.request.n_inputs - start)
+            plan.append((task, start, stop))
+            room -= stop - start
+        for task, start, stop in plan:
+            assert task.request is not None
+            future = self.worker.submit(task.request.make_inputs, start, stop)
+            self.prefetched[task] = (start, stop, future)
+
     def run(self, root: _Task) -> None:
         self.advance(root, None)
         while self.pending or self.forks:
@@ -306,6 +370,7 @@ def run_steps(
     call_model_args: Sequence[Any],
     batch_size: int,
     on_result: Callable[[int, Any], None] | None = None,
+    prefetch: bool | None = None,
 ) -> list[Any]:
     """Runs computations, packing their model evaluations into shared calls; returns their results.
 
@@ -327,6 +392,15 @@ def run_steps(
     (:func:`same_call_model_args`) share calls. A call whose rows all have the
     same arguments object gets that object unchanged.
 
+    Work beside the model: while ``call_model_function`` runs (on the calling
+    thread, where the user's framework state lives), one worker thread builds
+    the inputs of the next call that do not depend on its answer (the next
+    chunks of long requests: path points, blurred images, occluded copies).
+    The calls, their inputs and every result are the same as without it; the
+    library's own time then hides behind the model's where NumPy and SciPy
+    release the GIL (large array arithmetic, FFTs). The worker never runs
+    while the computations handle answers.
+
     Args:
       call_model_function: the user's model function.
       computations: the computations, pulled lazily.
@@ -334,6 +408,9 @@ def run_steps(
       batch_size: the most inputs in one call (>= 1).
       on_result: ``on_result(index, result)`` receives each result as it
         finishes; the returned list is then empty.
+      prefetch: build the next call's inputs beside the model (above); False:
+        every input is built on the calling thread just before its call;
+        None: :data:`PREFETCH_INPUTS`.
 
     Returns:
       The results in order (empty with ``on_result``).
@@ -350,5 +427,9 @@ def run_steps(
         if collected is not None:
             results.extend(collected)
 
-    _Scheduler(call_model_function, batch_size).run(_Task(root(), None, 0, None))
+    if not (PREFETCH_INPUTS if prefetch is None else prefetch):
+        _Scheduler(call_model_function, batch_size, None).run(_Task(root(), None, 0, None))
+        return results
+    with ThreadPoolExecutor(1, thread_name_prefix="saliencykit-inputs") as worker:
+        _Scheduler(call_model_function, batch_size, worker).run(_Task(root(), None, 0, None))
     return results

@@ -1,0 +1,116 @@
+"""The scheduler builds the next call's inputs beside the model: same calls, same results, real overlap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import saliencykit.core as saliency
+from saliencykit.core import INPUT_OUTPUT_GRADIENTS, scheduler
+from saliencykit.core.scheduler import Request, Steps, run_steps
+
+from .models import MLPModel
+
+SHAPE = (6, 5, 3)
+
+
+def images(n: int) -> np.ndarray:
+    return np.random.default_rng(1).uniform(0, 1, size=(n, *SHAPE)).astype(np.float32)
+
+
+CASES: dict[str, Any] = {
+    "ig": lambda xs, f: saliency.IntegratedGradients().GetMaskBatch(xs, f, x_steps=7, batch_size=5),
+    "ig-one": lambda xs, f: saliency.IntegratedGradients().GetMask(xs[0], f, x_steps=9, batch_size=4),
+    "blur-ig": lambda xs, f: saliency.BlurIG().GetMaskBatch(xs, f, steps=6, max_sigma=3, batch_size=4),
+    "guided-ig": lambda xs, f: saliency.GuidedIG().GetMaskBatch(xs, f, x_steps=5, batch_size=3),
+    "occlusion": lambda xs, f: saliency.Occlusion().GetMaskBatch(xs, f, size=2, stride=2, batch_size=7),
+    "smoothgrad": lambda xs, f: saliency.IntegratedGradients().GetSmoothedMaskBatch(
+        xs, f, nsamples=3, seed=[0, 1, 2], x_steps=4, batch_size=5
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_calls_and_the_results_are_the_same_with_and_without_prefetch(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xs = images(3)
+    runs = {}
+    for prefetch in (False, True):
+        monkeypatch.setattr(scheduler, "PREFETCH_INPUTS", prefetch)
+        model = MLPModel(SHAPE)
+        runs[prefetch] = (CASES[name](xs, model), model.batches)
+    masks_off, batches_off = runs[False]
+    masks_on, batches_on = runs[True]
+    np.testing.assert_array_equal(masks_on, masks_off)
+    assert [b.shape for b in batches_on] == [b.shape for b in batches_off]
+    for on, off in zip(batches_on, batches_off, strict=True):
+        np.testing.assert_array_equal(on, off)
+
+
+class SlowModel:
+    """Sleeps in every call (releasing the GIL, as a framework does); records each call's chunk events.
+
+    Call ``k`` waits (up to 5 s) for ``built[k + 1]``: set when chunk ``k + 1``
+    is built, which happens during call ``k`` only when it is built beside the model.
+    """
+
+    def __init__(self, n_calls: int = 0) -> None:
+        self.built = [threading.Event() for _ in range(n_calls + 1)]
+        self.overlapped: list[bool] = []
+
+    def __call__(self, x: np.ndarray, call_model_args: Any = None, expected_keys: Any = None) -> Any:
+        time.sleep(0.01)
+        k = len(self.overlapped)
+        following = k + 1 < len(self.built) - 1
+        self.overlapped.append(self.built[k + 1].wait(5) if following else True)
+        return {INPUT_OUTPUT_GRADIENTS: np.ones_like(x)}
+
+
+def one_long_request(n_inputs: int, built: list[tuple[int, int, str]], model: SlowModel) -> Steps:
+    def make_inputs(start: int, stop: int) -> np.ndarray:
+        built.append((start, stop, threading.current_thread().name))
+        if start // 2 < len(model.built):
+            model.built[start // 2].set()
+        return np.full((stop - start, 2), float(start))
+
+    answer = yield Request(n_inputs, make_inputs, [INPUT_OUTPUT_GRADIENTS])
+    return answer[INPUT_OUTPUT_GRADIENTS].sum()
+
+
+def test_the_next_chunk_is_built_on_the_worker_thread_while_the_model_runs() -> None:
+    built: list[tuple[int, int, str]] = []
+    model = SlowModel(n_calls=4)
+    (result,) = run_steps(model, [one_long_request(8, built, model)], [None], batch_size=2, prefetch=True)
+    assert result == 16
+    assert [(start, stop) for start, stop, _ in built] == [(0, 2), (2, 4), (4, 6), (6, 8)]  # in order
+    assert built[0][2] == threading.current_thread().name  # the first chunk: nothing to overlap with
+    assert all(name.startswith("saliencykit-inputs") for _, _, name in built[1:])
+    assert model.overlapped == [True, True, True, True]  # chunk k + 1 was built while call k ran
+
+
+def test_without_prefetch_every_chunk_is_built_on_the_calling_thread() -> None:
+    built: list[tuple[int, int, str]] = []
+    model = SlowModel()
+    run_steps(model, [one_long_request(6, built, model)], [None], batch_size=2, prefetch=False)
+    assert {name for _, _, name in built} == {threading.current_thread().name}
+
+
+def test_an_error_while_building_ahead_is_raised_to_the_caller() -> None:
+    def failing(n_inputs: int) -> Steps:
+        def make_inputs(start: int, stop: int) -> np.ndarray:
+            if start >= 2:
+                raise ValueError("x_baseline: broken chunk")
+            return np.zeros((stop - start, 2))
+
+        yield Request(n_inputs, make_inputs, [INPUT_OUTPUT_GRADIENTS])
+        return None
+
+    model = SlowModel()
+    with pytest.raises(ValueError, match="broken chunk"):
+        run_steps(model, [failing(6)], [None], batch_size=2, prefetch=True)
+    assert len(model.overlapped) == 1  # the failing chunk's call was never made
