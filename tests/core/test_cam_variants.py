@@ -17,7 +17,7 @@ from skimage import data, transform
 
 from saliencykit.core.base import CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS
 from saliencykit.core.grad_cam import GradCam
-from saliencykit.core.grad_cam_plus_plus import GradCamPlusPlus
+from saliencykit.core.grad_cam_plus_plus import PYTORCH_GRAD_CAM_EPSILON, GradCamPlusPlus
 from saliencykit.core.hires_cam import HiResCam
 from saliencykit.core.layer_cam import LayerCam
 from tests.oracles import import_pytorch_grad_cam, raw_cam, small_cnn
@@ -152,7 +152,9 @@ def compare_with_oracle(method_class, model, layer_name, x_value, class_index):
     pytorch_grad_cam = import_pytorch_grad_cam()
     layer = dict(model.named_modules())[layer_name]
     call = make_call_model_function(model, target=class_index, layer=layer_name)
-    ours = method_class().GetMask(x_value, call, should_resize=False, three_dims=False)
+    # pytorch-grad-cam's Grad-CAM++ adds its stabiliser to alpha's denominator (ours: 0 by default)
+    options = {"epsilon": PYTORCH_GRAD_CAM_EPSILON} if method_class is GradCamPlusPlus else {}
+    ours = method_class(**options).GetMask(x_value, call, should_resize=False, three_dims=False)
     input_tensor = torch.from_numpy(np.moveaxis(x_value, -1, 0)[None].copy())
     theirs, final = raw_cam(
         getattr(pytorch_grad_cam, ORACLE_NAMES[method_class]), model, layer, input_tensor, class_index

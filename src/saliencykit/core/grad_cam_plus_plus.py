@@ -25,10 +25,10 @@ import numpy as np
 from .base import check_number
 from .grad_cam import GradCam
 
-__all__ = ["GradCamPlusPlus"]
+__all__ = ["PYTORCH_GRAD_CAM_EPSILON", "GradCamPlusPlus"]
 
-#: The stabiliser added to the denominator of ``alpha`` by default: pytorch-grad-cam's (1.5.7).
-DEFAULT_EPSILON = 1e-6
+#: pytorch-grad-cam's (1.5.7) stabiliser of ``alpha``'s denominator: ``epsilon=`` this matches its maps.
+PYTORCH_GRAD_CAM_EPSILON = 1e-6
 
 
 class GradCamPlusPlus(GradCam):
@@ -45,16 +45,17 @@ class GradCamPlusPlus(GradCam):
 
     Args:
       epsilon: added to the denominator of ``alpha`` (>= 0). The default,
-        ``1e-6``, is pytorch-grad-cam's, whose ``GradCAMPlusPlus`` this then
-        matches; with gradients of order ``1e-3`` (usual for a logit) it is of
-        the size of ``2 g**2`` and changes the weights noticeably. ``0`` is the
-        paper's formula exactly (``alpha = 0`` where the denominator is 0).
+        ``0``, is the paper's formula exactly (``alpha = 0`` where the
+        denominator is 0). :data:`PYTORCH_GRAD_CAM_EPSILON` (``1e-6``) is
+        pytorch-grad-cam's, whose ``GradCAMPlusPlus`` this then matches; with
+        gradients of order ``1e-3`` (usual for a logit) it is of the size of
+        ``2 g**2`` and changes the weights noticeably, hence not the default.
 
     Raises:
       TypeError, ValueError: an ``epsilon`` that is not a finite number >= 0.
     """
 
-    def __init__(self, epsilon: float = DEFAULT_EPSILON) -> None:
+    def __init__(self, epsilon: float = 0.0) -> None:
         self.epsilon = check_number("epsilon", epsilon, minimum=0.0)
 
     def channel_weights(self, layer_values: np.ndarray, layer_gradients: np.ndarray) -> np.ndarray:
