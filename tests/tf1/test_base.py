@@ -153,7 +153,9 @@ def test_subclass_with_only_get_mask_gets_smoothgrad(net):
     method = DoubleInput(net.graph, net.session, net.y, net.x)
     image = random_image()
     smoothed = method.GetSmoothedMask(image, nsamples=3, magnitude=False, seed=5, scale=3.0)
-    noise = np.random.default_rng(5).normal(0, 0.15 * (image.max() - image.min()), (3, *image.shape))
+    # a seed draws float32 standard normals, scaled by the noise's standard deviation
+    stdev = 0.15 * (image.max() - image.min())
+    noise = np.random.default_rng(5).standard_normal((3, *image.shape), dtype=np.float32) * stdev
     np.testing.assert_allclose(smoothed, 3.0 * (image + noise).mean(axis=0), rtol=1e-5)
 
 

@@ -21,8 +21,11 @@ from .base import (
     check_call_model_output,
 )
 from .blur_ig import BlurIG
+from .examples import SMOOTHING_AGGREGATIONS
+from .expected_gradients import ExpectedGradients
 from .grad_cam import GradCam
 from .grad_cam_plus_plus import GradCamPlusPlus
+from .gradient_x_input import GradientXInput
 from .gradients import GradientSaliency, GuidedBackprop
 from .guided_grad_cam import GuidedGradCam
 from .guided_ig import GuidedIG
@@ -44,13 +47,16 @@ __all__ = [
     "INTEGRATION_RULES",
     "MAX_MODEL_EVALUATIONS",
     "OUTPUT_LAYER_VALUES",
+    "SMOOTHING_AGGREGATIONS",
     "RISE",
     "BaselineShapeError",
     "BlurIG",
     "CoreSaliency",
+    "ExpectedGradients",
     "GradCam",
     "GradCamPlusPlus",
     "GradientSaliency",
+    "GradientXInput",
     "GuidedBackprop",
     "GuidedGradCam",
     "GuidedIG",

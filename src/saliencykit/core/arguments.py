@@ -20,6 +20,7 @@ __all__ = [
     "check_evaluation_count",
     "check_int",
     "check_number",
+    "make_generator",
     "make_rng",
 ]
 
@@ -157,6 +158,24 @@ def baseline_like(name: str, x_baseline: Any, x_value: np.ndarray) -> np.ndarray
             f"{name} must have the shape of x_value {x_value.shape}, got {baseline.shape}"
         )
     return baseline
+
+
+def make_generator(seed: int | np.random.Generator | None) -> np.random.Generator | None:
+    """Returns the ``np.random.Generator`` a ``seed`` argument stands for, or None for NumPy's global state.
+
+    ``None`` gives ``None`` (the method then draws from NumPy's global random
+    state, reproducible with ``np.random.seed``); an ``int`` gives
+    ``np.random.default_rng(seed)``; a ``np.random.Generator`` is returned
+    as it is (draws advance it).
+
+    Raises:
+      TypeError: a seed of another type (``bool`` too).
+    """
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"seed must be None, an int or a numpy Generator, got {type(seed).__name__}")
 
 
 def make_rng(seed: int | np.random.Generator | None) -> Callable[..., np.ndarray]:

@@ -40,6 +40,8 @@ from .arguments import make_rng as make_rng
 # The parts of this module that live in their own files (.examples, .model_calls,
 # .scheduler), importable from here.
 from .examples import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from .examples import SMOOTHING_AGGREGATIONS as SMOOTHING_AGGREGATIONS
+from .examples import NoiseSource as NoiseSource
 from .examples import _noisy_samples as _noisy_samples
 from .examples import _SmoothedSum as _SmoothedSum
 from .examples import _smoothing_setup as _smoothing_setup
@@ -47,6 +49,7 @@ from .examples import batch_examples as batch_examples
 from .examples import example_seeds as example_seeds
 from .examples import per_example_values as per_example_values
 from .examples import resolve_call_model_args as resolve_call_model_args
+from .examples import smoothing_aggregation as smoothing_aggregation
 from .model_calls import CONVOLUTION_LAYER_VALUES as CONVOLUTION_LAYER_VALUES
 from .model_calls import CONVOLUTION_OUTPUT_GRADIENTS as CONVOLUTION_OUTPUT_GRADIENTS
 from .model_calls import FULL_SHAPE_KEYS as FULL_SHAPE_KEYS
@@ -75,6 +78,7 @@ __all__ = [
     "INPUT_OUTPUT_GRADIENTS",
     "MAX_MODEL_EVALUATIONS",
     "OUTPUT_LAYER_VALUES",
+    "SMOOTHING_AGGREGATIONS",
     "BaselineShapeError",
     "CoreSaliency",
     "Fork",
@@ -383,18 +387,22 @@ class CoreSaliency:
         x_shape: tuple[int, ...],
         stdev_spread: float = 0.15,
         nsamples: int = 25,
-        magnitude: bool = True,
+        magnitude: bool | None = None,
         seed: int | np.random.Generator | None = None,
+        *,
+        aggregation: str | None = None,
         **kwargs: Any,
     ) -> int:
         """How many inputs :meth:`GetSmoothedMask` sends to ``call_model_function``.
 
         ``nsamples`` times :meth:`n_model_inputs` with ``**kwargs`` (the noise
-        parameters do not change the count).
+        parameters and the aggregation do not change the count).
 
         Raises:
-          TypeError, ValueError: a bad ``nsamples``, or see :meth:`n_model_inputs`.
+          TypeError, ValueError: a bad ``nsamples`` or ``aggregation`` (or one
+            that ``magnitude`` contradicts), or see :meth:`n_model_inputs`.
         """
+        smoothing_aggregation(magnitude, aggregation)
         nsamples = check_evaluation_count("nsamples", nsamples)
         return nsamples * self.n_model_inputs(x_shape, **kwargs)
 
@@ -403,15 +411,22 @@ class CoreSaliency:
         x_value: Any,
         stdev_spread: float,
         nsamples: int,
-        magnitude: bool,
-        normal: Callable[..., np.ndarray],
+        aggregation: str,
+        noise: NoiseSource,
         sequential: bool,
         **parameters: Any,
     ) -> Steps:
-        """SmoothGrad around ``_mask_steps``: one child computation per noisy sample."""
+        """SmoothGrad around ``_mask_steps``: one child computation per noisy sample.
+
+        A method with a ``seed`` of its own (``ExpectedGradients``, ``RISE``)
+        draws from the noise's generator when there is one, so that one seed
+        fixes every draw: sample ``k``'s noise, then its method's draws.
+        """
         x_value, stdev, stdev_spread, nsamples = _smoothing_setup(x_value, stdev_spread, nsamples)
-        total = _SmoothedSum(magnitude)
-        samples = _noisy_samples(x_value, stdev, stdev_spread, nsamples, normal)
+        total = _SmoothedSum(aggregation)
+        samples = _noisy_samples(x_value, stdev, stdev_spread, nsamples, noise)
+        if noise.generator is not None and parameters.get("seed", False) is None:
+            parameters = {**parameters, "seed": noise.generator}
         yield Fork((self._mask_steps(sample, **parameters) for sample in samples), total.add, sequential)
         return total.mean(nsamples)
 
@@ -422,14 +437,21 @@ class CoreSaliency:
         call_model_args: Any = None,
         stdev_spread: float = 0.15,
         nsamples: int = 25,
-        magnitude: bool = True,
+        magnitude: bool | None = None,
         seed: int | np.random.Generator | None = None,
+        *,
+        aggregation: str | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Returns the mask smoothed with SmoothGrad (Smilkov et al. 2017, arXiv 1706.03825).
+        """Returns the mask smoothed over noisy copies of the input: SmoothGrad, SmoothGrad², VarGrad.
 
-        The mask is averaged over ``nsamples`` copies of ``x_value`` with
-        Gaussian noise of standard deviation ``stdev_spread * (max(x) - min(x))``.
+        The masks of ``nsamples`` copies of ``x_value`` with Gaussian noise of
+        standard deviation ``stdev_spread * (max(x) - min(x))`` are combined
+        by ``aggregation``: their mean (SmoothGrad, Smilkov et al. 2017, arXiv
+        1706.03825), the mean of their squares (SmoothGrad², the reference's
+        default ``magnitude=True``) or their variance, ``mean(m**2) -
+        mean(m)**2`` (VarGrad, Adebayo et al. 2018, arXiv 1810.03307). Works
+        for every method. Cost: ``nsamples`` times :meth:`GetMask`'s model inputs.
 
         Args:
           x_value: the un-batched input; integers are converted to floating point.
@@ -439,10 +461,18 @@ class CoreSaliency:
             ``x_value``'s dtype like the reference, float32 for float16 inputs).
           nsamples: number of noisy samples, between 1 and
             :data:`MAX_MODEL_EVALUATIONS`.
-          magnitude: average the squared masks (True) or the masks (False).
-          seed: ``None`` draws from NumPy's global random state like the
-            reference; an ``int`` or ``np.random.Generator`` makes the noise
-            reproducible and independent of global state.
+          magnitude: the reference's switch: average the squared masks (True,
+            or ``None``: the default) or the masks (False). Give ``aggregation``
+            instead; both only where they agree.
+          seed: ``None`` draws from NumPy's global random state exactly like the
+            reference (``x + np.random.normal(0, stdev, x.shape)`` per sample);
+            an ``int`` or ``np.random.Generator`` makes the noise reproducible
+            and independent of global state (float32 standard normals for
+            float32 and float16 inputs, see :class:`~.examples.NoiseSource`).
+            A method with a ``seed`` of its own (``ExpectedGradients``)
+            draws from the same generator.
+          aggregation: ``"mean"``, ``"square"`` or ``"variance"`` (see
+            :data:`SMOOTHING_AGGREGATIONS`); ``None`` follows ``magnitude``.
           **kwargs: passed to :meth:`GetMask`. For methods whose mask is a
             single model call (vanilla gradients), ``batch_size`` sends that
             many noisy samples to the model in one call; for the others it
@@ -453,21 +483,27 @@ class CoreSaliency:
           whichever is wider (float16 masks give float32).
 
         Raises:
-          TypeError, ValueError: for bad arguments or a bad model answer.
+          TypeError, ValueError: for bad arguments (an unknown
+            ``aggregation``, or one that ``magnitude`` contradicts) or a bad
+            model answer.
 
         FIX over the reference: noise from a seedable generator, and integer
         inputs are converted to floating point before noise is added.
         """
+        aggregation = smoothing_aggregation(magnitude, aggregation)
         x_array, stdev, stdev_spread, nsamples = _smoothing_setup(x_value, stdev_spread, nsamples)
-        normal = make_rng(seed)
+        noise = NoiseSource(seed)
         if not self._has_steps():  # a GetMask of its own: one call per sample
-            total = _SmoothedSum(magnitude)
-            for index, sample in enumerate(_noisy_samples(x_array, stdev, stdev_spread, nsamples, normal)):
+            if noise.generator is not None and "seed" in inspect.signature(self.GetMask).parameters:
+                kwargs = {"seed": noise.generator, **kwargs}
+            total = _SmoothedSum(aggregation)
+            for index, sample in enumerate(_noisy_samples(x_array, stdev, stdev_spread, nsamples, noise)):
                 total.add(index, self.GetMask(sample, call_model_function, call_model_args, **kwargs))
             return total.mean(nsamples)
         parameters, batch_size = self._mask_parameters(kwargs, "GetSmoothedMask")
+        sequential = not self.smoothing_packs_samples
         steps = self._smoothed_steps(
-            x_array, stdev_spread, nsamples, magnitude, normal, not self.smoothing_packs_samples, **parameters
+            x_array, stdev_spread, nsamples, aggregation, noise, sequential, **parameters
         )
         return self._run_one(
             steps, x_array, call_model_function, call_model_args, 1 if batch_size is None else batch_size
@@ -480,13 +516,14 @@ class CoreSaliency:
         call_model_args: Any = None,
         stdev_spread: float = 0.15,
         nsamples: int = 25,
-        magnitude: bool = True,
+        magnitude: bool | None = None,
         seed: Any = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        aggregation: str | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Returns the SmoothGrad masks of many examples, all their evaluations packed into shared calls.
+        """Returns the smoothed masks of many examples, all their evaluations packed into shared calls.
 
         Each mask equals :meth:`GetSmoothedMask` on that example with the seed
         the example gets (see ``seed``), up to floating-point rounding. The
@@ -499,7 +536,7 @@ class CoreSaliency:
         Args:
           x_values, call_model_function, call_model_args, batch_size, **kwargs:
             as for :meth:`GetMaskBatch`.
-          stdev_spread, nsamples, magnitude: as for :meth:`GetSmoothedMask`.
+          stdev_spread, nsamples, magnitude, aggregation: as for :meth:`GetSmoothedMask`.
           seed: ``None`` (NumPy's global state, shared by all examples); an
             ``int`` ``s``: example ``i`` gets the noise of
             ``GetSmoothedMask(x_values[i], seed=s + i)``; a
@@ -515,19 +552,27 @@ class CoreSaliency:
           TypeError, ValueError: as for :meth:`GetMaskBatch` and
             :meth:`GetSmoothedMask`; a ``seed`` list of the wrong length.
         """
+        aggregation = smoothing_aggregation(magnitude, aggregation)
         stdev_spread = check_number("stdev_spread", stdev_spread, minimum=0.0)
         nsamples = check_evaluation_count("nsamples", nsamples)
         seeds = example_seeds(seed, len(batch_examples(x_values)[0]))
 
         def smoothed_steps(index: int, x_value: Any, **parameters: Any) -> Steps:
-            normal = make_rng(seeds[index])
+            noise = NoiseSource(seeds[index])
             return self._smoothed_steps(
-                x_value, stdev_spread, nsamples, magnitude, normal, False, **parameters
+                x_value, stdev_spread, nsamples, aggregation, noise, False, **parameters
             )
 
         def smoothed_one_by_one(index: int, x_value: Any, args: Any) -> Any:
             return self.GetSmoothedMask(
-                x_value, call_model_function, args, stdev_spread, nsamples, magnitude, seeds[index], **kwargs
+                x_value,
+                call_model_function,
+                args,
+                stdev_spread,
+                nsamples,
+                seed=seeds[index],
+                aggregation=aggregation,
+                **kwargs,
             )
 
         masks = self._run_batch(

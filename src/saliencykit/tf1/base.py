@@ -99,8 +99,9 @@ class TF1Saliency:
         feed_dict: Mapping[Any, Any] | None = None,
         stdev_spread: float = 0.15,
         nsamples: int = 25,
-        magnitude: bool = True,
+        magnitude: bool | None = None,
         seed: int | np.random.Generator | None = None,
+        aggregation: str | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Returns the mask smoothed with SmoothGrad (Smilkov et al. 2017, arXiv 1706.03825).
@@ -113,10 +114,14 @@ class TF1Saliency:
           feed_dict: further entries for ``session.run``; copied, never changed.
           stdev_spread: noise level as a fraction of the input's range (>= 0).
           nsamples: number of noisy samples (>= 1).
-          magnitude: average the squared masks (True) or the masks (False).
+          magnitude: average the squared masks (True) or the masks (False);
+            ``None``: True unless ``aggregation`` is given.
           seed: ``None`` draws the noise from NumPy's global random state, like
             the reference; an ``int`` or ``np.random.Generator`` makes it
             reproducible (new).
+          aggregation: ``"mean"`` (SmoothGrad), ``"square"`` (SmoothGrad²,
+            ``magnitude=True``) or ``"variance"`` (VarGrad); see
+            :meth:`saliencykit.core.CoreSaliency.GetSmoothedMask` (new).
           **kwargs: the arguments of :meth:`GetMask`; for gradient methods
             ``batch_size`` sends that many noisy samples to ``session.run`` at once.
 
@@ -137,6 +142,7 @@ class TF1Saliency:
                 nsamples,
                 magnitude,
                 seed=seed,
+                aggregation=aggregation,
                 **kwargs,
             )
         self._check_batching(self._mask_arguments(kwargs), nsamples=nsamples)
@@ -149,6 +155,7 @@ class TF1Saliency:
             nsamples=nsamples,
             magnitude=magnitude,
             seed=seed,
+            aggregation=aggregation,
             **kwargs,
         )
 
