@@ -156,8 +156,8 @@ def run_dataset(args: argparse.Namespace, console: Console) -> int:
         device=args.device,
     )
     requested = parse_method_names(args.methods)
-    try:
-        names = resolve_methods(requested, spec)
+    try:  # --methods all: parse_method_names gives None, resolve_methods wants "all"
+        names = resolve_methods(requested or ("all" if args.methods else None), spec)
     except (TypeError, ValueError) as error:
         raise CliError(f"--methods: {error}") from None
     overrides = _parameter_overrides(args, names)
@@ -314,7 +314,7 @@ def run_stored_evaluation(args: argparse.Namespace, console: Console) -> int:
     from ..runs.api import resolve_methods
 
     requested = parse_method_names(args.methods)
-    names = resolve_methods(requested or stored_methods or None, spec)
+    names = resolve_methods(requested or stored_methods or ("all" if args.methods else None), spec)
     custom = any([args.steps is not None, args.samples is not None, args.batch_size is not None, args.param])
     parameters = (
         _parameter_overrides(args, names)

@@ -30,6 +30,11 @@ paired differences between methods; each PIC result is stored under
 OUT/pic so a rerun computes nothing twice, and OUT/evaluation.json holds
 the summary. The exit status is 4 when some maps or PIC results failed.
 
+--metrics adds deletion and insertion (Petsiuk et al. 2018: AUC per method,
+mean curves in deletion-insertion.png) and model-parameter randomisation
+(Adebayo et al. 2018: rank correlation and SSIM of each method's maps with
+the model's top layers randomised, randomisation.png) to PIC, or replaces it.
+
 A --model file is code (TorchScript and Keras files can run code): use only
 files you trust.
 """
@@ -50,6 +55,12 @@ from .dataset import add_run_arguments, check_run_options, run_stored_evaluation
 from .display import saliency_2d
 from .errors import CliError, missing_dependency
 from .images import InputImage, images_in, load_image, load_sample_image, resize_image
+from .map_metrics import (
+    MAP_METRICS,
+    parse_metrics,
+    score_map_metrics,
+    write_map_metric_plots,
+)
 from .methods import (
     METHODS,
     BatchResult,
@@ -100,7 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(parser)
     add_method_arguments(parser, ",".join(DEFAULT_EVALUATE_METHODS))
-    pic = parser.add_argument_group("PIC")
+    pic = parser.add_argument_group("metrics")
+    pic.add_argument(
+        "--metrics",
+        metavar="NAMES",
+        help=f"comma-separated metrics: all, {','.join(MAP_METRICS)} (default: pic, i.e. SIC and AIC); "
+        "deletion and insertion: the explained class's probability as the most salient pixels are "
+        "removed or revealed (deletion-insertion.png); randomisation: maps on the model with its top "
+        "layers randomised (randomisation.png; PyTorch and Keras models)",
+    )
     pic.add_argument(
         "--min-pred-value",
         type=number_in(0.0, 1.0),
@@ -350,6 +369,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ImportError as error:
         raise missing_dependency(error, "the PIC metrics", "plot") from None
     requested = parse_method_names(args.methods)
+    wanted = parse_metrics(args.metrics)
     # --methods all: every method the model supports, like the default of explain.
     default = list(METHODS) if args.methods else list(DEFAULT_EVALUATE_METHODS)
     input_size = parse_input_size(args.input_size)
@@ -385,11 +405,31 @@ def run(args: argparse.Namespace, console: Console) -> int:
     results: dict[str, dict[str, list[Any]]] = {name: {metric: [] for metric in METRICS} for name in names}
     skipped: dict[str, dict[str, str]] = {metric: {} for metric in METRICS}
     per_image, kept = _predict_images(pic, images, args.seed, model, args.min_pred_value, skipped)
+    if "randomisation" in wanted and model.randomised_calls is None:
+        raise CliError(f"--metrics randomisation: needs a PyTorch or Keras model, not {model.description}")
     batches: dict[str, dict[str, Any]] = {}
+    extra: dict[str, dict[str, Any]] = {name: {} for name in names}
     for name in names if kept else []:
         maps, calls = _method_maps(name, kept, model, parameters[name], args.batch_size, console)
         batches[name] = {"batch_size": maps.batch_size, "model_calls": calls}
-        _score_method(pic, name, kept, maps, model.predict_probabilities, options, results, skipped, console)
+        if "pic" in wanted:
+            _score_method(
+                pic, name, kept, maps, model.predict_probabilities, options, results, skipped, console
+            )
+        score_map_metrics(
+            pic,
+            wanted,
+            name,
+            [scored.pixels for scored in kept],
+            [scored.prediction.class_index for scored in kept],
+            [scored.record for scored in kept],
+            maps.maps,
+            model,
+            parameters[name],
+            args.batch_size,
+            args.seed,
+            extra[name],
+        )
     # In the images' order, whichever step skipped them.
     order = [source.name for source in images]
     skipped = {
@@ -399,8 +439,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     counts = {metric: len(images) - len(skipped[metric]) for metric in METRICS}
     aggregates = _aggregate(pic, results)
     try:
-        with staged_outputs(out) as staged:  # moved onto their names only once both are written
-            plot_path = staged.write_bytes("pic-curves.png", _plot_png(pic, aggregates, counts))
+        with staged_outputs(out) as staged:  # moved onto their names only once all are written
+            plots = write_map_metric_plots(pic, staged, wanted, extra)
+            if "pic" in wanted:
+                plots["plot"] = str(staged.write_bytes("pic-curves.png", _plot_png(pic, aggregates, counts)))
             summary = _summary(
                 started,
                 model,
@@ -414,8 +456,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 batches,
                 aggregates,
                 {**options, "seed": args.seed},
-                {"plot": str(plot_path), "summary": str(out / "pic.json")},
+                {**plots, "summary": str(out / "pic.json")},
             )
+            summary["metrics"] = wanted
+            for name, scores in extra.items():
+                summary["methods"][name].update(
+                    {key: value for key, value in scores.items() if key != "curves"}
+                )
             staged.write_text("pic.json", json.dumps(summary, indent=2) + "\n")  # last
     except ImportError as error:
         raise missing_dependency(error, "the PIC plot (matplotlib)", "plot") from None
@@ -487,11 +534,12 @@ def _table(summary: dict[str, Any], n_images: int) -> str:
     print(f"PIC over {n_images} images, model: {summary['model']}", file=text)
     if summary["gradcam_layer"] and "gradcam" in summary["methods"]:
         print(f"Grad-CAM layer: {summary['gradcam_layer']}", file=text)
-    print(f"{'method':22s} {'SIC AUC':>8s} {'AIC AUC':>8s}", file=text)
+    columns = _table_columns(summary["metrics"])
+    print(f"{'method':28s} " + " ".join(f"{title:>9s}" for _, title in columns), file=text)
     for name, scores in summary["methods"].items():
-        cells = ["     n/a" if scores[m] is None else f"{scores[m]:8.3f}" for m in METRICS]
-        print(f"{METHODS[name].title:22s} {' '.join(cells)}", file=text)
-    for metric, title in METRICS.items():
+        cells = [_cell(scores, key) for key, _ in columns]
+        print(f"{METHODS[name].title:28s} {' '.join(cells)}", file=text)
+    for metric, title in METRICS.items() if "pic" in summary["metrics"] else ():
         reasons = summary["skipped"][metric]
         used = summary["images_used"][metric]
         line = f"{title}: {used} of {n_images} images used"
@@ -502,11 +550,32 @@ def _table(summary: dict[str, Any], n_images: int) -> str:
         print(line, file=text)
     if summary["unreadable"]:
         print(f"unreadable files: {len(summary['unreadable'])}", file=text)
-    print(f"wrote plot: {summary['outputs']['plot']}", file=text)
-    print(f"wrote summary: {summary['outputs']['summary']}", file=text)
+    for key, path in summary["outputs"].items():
+        print(f"wrote {'summary' if key == 'summary' else 'plot'}: {path}", file=text)
     return text.getvalue().rstrip("\n")
 
 
 def _first_sentence(text: str) -> str:
     """The first sentence of a (long) PIC error message, without its full stop."""
     return text.split(". ")[0].rstrip(".").replace("`", "")
+
+
+def _table_columns(metrics: list[str]) -> list[tuple[str, str]]:
+    """The table's ``(summary key, heading)`` columns for the metrics asked for."""
+    columns = []
+    if "pic" in metrics:
+        columns += [("sic", "SIC AUC"), ("aic", "AIC AUC")]
+    columns += [
+        (metric, metric[:3].title() + ". AUC") for metric in ("deletion", "insertion") if metric in metrics
+    ]
+    if "randomisation" in metrics:
+        columns.append(("randomisation", "Rand. rho"))
+    return columns
+
+
+def _cell(scores: dict[str, Any], key: str) -> str:
+    """One table cell: an AUC, or randomisation's mean rank correlation at its last step."""
+    value = scores.get(key)
+    if isinstance(value, dict):
+        value = (value.get("rank_correlation_abs") or [None])[-1]
+    return "      n/a" if value is None else f"{value:9.3f}"

@@ -38,6 +38,7 @@ from .dataset import DEFAULT_RUN_FOLDER, add_dataset_arguments, is_dataset_run, 
 from .errors import CliError, missing_dependency
 from .images import DEFAULT_IMAGE, InputImage, load_image, load_sample_image, resize_image
 from .methods import (
+    DEFAULT_METHODS,
     METHODS,
     MethodResult,
     choose_methods,
@@ -77,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class-index", type=integer_in(0), help="the class to explain (default: the top prediction)"
     )
-    add_method_arguments(parser, "all that the model supports")
+    add_method_arguments(parser, "all that the model supports but scorecam and rise")
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", help=f"output folder (default: {DEFAULT_OUT}; many images: {DEFAULT_RUN_FOLDER})"
@@ -172,9 +173,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     image_path = args.images[0] if args.images else None
     started = time.perf_counter()
     requested = parse_method_names(args.methods)
+    # --methods all: every method the model supports; none given: the default ones.
+    default = list(METHODS) if args.methods else list(DEFAULT_METHODS)
     input_size = parse_input_size(args.input_size)
     # Parameters are checked before anything slow is loaded (the size only changes defaults).
-    method_parameters(requested or list(METHODS), input_size or (224, 224), **parameter_options(args))
+    method_parameters(requested or default, input_size or (224, 224), **parameter_options(args))
     out = prepare_output_folder(args.out or DEFAULT_OUT)
     _require_matplotlib()
     source = load_image(image_path, "image") if image_path else load_sample_image(DEFAULT_IMAGE)
@@ -193,11 +196,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     prediction = predict(model, image, args.class_index)
     call = model.make_call_model_function(prediction.class_index)
     chosen, skipped = choose_methods(
-        requested, list(METHODS), model.unsupported, lambda keys: call(image[None], None, keys), console.note
+        requested, default, model.unsupported, lambda keys: call(image[None], None, keys), console.note
     )
-    every_parameter = method_parameters(
-        requested or list(METHODS), model.input_size, **parameter_options(args)
-    )
+    every_parameter = method_parameters(requested or default, model.input_size, **parameter_options(args))
     parameters = {name: every_parameter[name] for name in chosen}
     results = _compute_maps(chosen, image, call, parameters, model.input_size, console)
 

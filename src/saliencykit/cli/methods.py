@@ -1,11 +1,13 @@
 """The saliency methods the command line runs, their default parameters and how to run them.
 
-The defaults are chosen so that all ten methods on a 224 x 224 image with
-EfficientNet-Lite0 take about 15-20 s on a 2-core CPU: fewer path steps than
-the papers (25 instead of 100-200), SmoothGrad with 20 samples, Occlusion
-with a 32-pixel window moved 16 pixels at a time (170 model evaluations
-instead of 37,000). Raise them with ``--steps``, ``--samples`` or
-``--param METHOD.NAME=VALUE`` for publication-quality maps.
+The defaults are chosen so that the default methods (:data:`DEFAULT_METHODS`)
+on a 224 x 224 image with EfficientNet-Lite0 take about 15-20 s on a 2-core
+CPU: fewer path steps than the papers (25 instead of 100-200), SmoothGrad with
+20 samples, Occlusion with a 32-pixel window moved 16 pixels at a time (170
+model evaluations instead of 37,000). Score-CAM and RISE, hundreds of forward
+passes each, run when asked for by name or with ``--methods all``. Raise the
+parameters with ``--steps``, ``--samples`` or ``--param METHOD.NAME=VALUE``
+for publication-quality maps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..core.base import CallModelFunction, CoreSaliency
 from .errors import CliError
 
 __all__ = [
+    "DEFAULT_METHODS",
     "METHODS",
     "CROSS_IMAGE_BATCH_SIZE",
     "BatchResult",
@@ -72,6 +75,8 @@ class MethodSpec:
         the method's own (XRAI's ``XRAIParameters``).
       sized_defaults: ``(height, width) -> defaults`` that depend on the image's
         size, which replace entries of ``defaults``.
+      by_default: run when no ``--methods`` is given (False: only when asked
+        for by name or with ``--methods all``).
     """
 
     name: str
@@ -82,6 +87,7 @@ class MethodSpec:
     smoothed: bool = False
     arguments: Callable[[dict[str, Any]], dict[str, Any]] = _same_arguments
     sized_defaults: Callable[[tuple[int, int]], dict[str, Any]] | None = None
+    by_default: bool = True
 
     @property
     def needs(self) -> frozenset[str]:
@@ -161,6 +167,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("gradients", "Vanilla gradients", {}, saliency.GradientSaliency),
+        MethodSpec("gradient-x-input", "Gradient x Input", {}, saliency.GradientXInput),
         MethodSpec(
             "smoothgrad",
             "SmoothGrad",
@@ -184,6 +191,16 @@ METHODS: dict[str, MethodSpec] = {
             arguments=_xrai_arguments,
         ),
         MethodSpec("gradcam", "Grad-CAM", {}, saliency.GradCam),
+        MethodSpec("gradcam++", "Grad-CAM++", {}, saliency.GradCamPlusPlus),
+        MethodSpec("layercam", "Layer-CAM", {}, saliency.LayerCam),
+        MethodSpec("hirescam", "HiRes-CAM", {}, saliency.HiResCam),
+        MethodSpec(
+            "scorecam",
+            "Score-CAM (top 64 channels)",
+            {"top_k": 64, "batch_size": 16},
+            saliency.ScoreCam,
+            by_default=False,
+        ),
         MethodSpec("guided-backprop", "Guided Backprop", {}, saliency.GuidedBackprop),
         MethodSpec("guided-gradcam", "Guided Grad-CAM", {}, saliency.GuidedGradCam),
         MethodSpec(
@@ -194,8 +211,17 @@ METHODS: dict[str, MethodSpec] = {
             display="diverging",
             sized_defaults=_occlusion_window,
         ),
+        MethodSpec(
+            "rise",
+            "RISE",
+            {"n_masks": 500, "p_keep": 0.5, "batch_size": 16, "seed": 0},
+            saliency.RISE,
+            by_default=False,
+        ),
     )
 }
+#: The methods run when no ``--methods`` is given (``--methods all``: every one of :data:`METHODS`).
+DEFAULT_METHODS = tuple(name for name, spec in METHODS.items() if spec.by_default)
 #: The keys a one-image probe asks for, to learn whether the model offers a
 #: requirement: those of the method that needs only it.
 PROBE_KEYS = {

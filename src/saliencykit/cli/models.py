@@ -28,11 +28,12 @@ function. Outputs are ``[N, classes]`` logits or probabilities.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,11 @@ KERAS_SUFFIXES = (".keras", ".h5")
 MAX_LABEL_FILE_BYTES = 4 * 1024 * 1024
 
 
+#: ``(n_layers, seed) ->`` each cascading randomisation step's ``(layer name, class index ->
+#: call_model_function)`` (see :attr:`LoadedModel.randomised_calls`).
+RandomisedCalls = Callable[[int, int], Iterator[tuple[str, Callable[[int], CallModelFunction]]]]
+
+
 @dataclass
 class LoadedModel:
     """A model ready for the saliency methods and for PIC.
@@ -89,6 +95,10 @@ class LoadedModel:
       label_of: ``class_index -> human-readable name``.
       device: where a PyTorch model runs (``"cpu"``, ``"cuda:0"``...); ``None``
         for Keras models, which TensorFlow places.
+      randomised_calls: ``(n_layers, seed) ->`` each cascading randomisation
+        step's ``(layer name, class_index -> call_model_function)`` on a
+        randomised copy of the model (its top ``n_layers`` layers, from the
+        output down); ``None`` where copies cannot be made (TorchScript).
     """
 
     description: str
@@ -100,6 +110,7 @@ class LoadedModel:
     unsupported: dict[str, str] = field(default_factory=dict)
     label_of: Callable[[int], str] = field(default=lambda index: f"class {index}")
     device: str | None = None
+    randomised_calls: RandomisedCalls | None = None
 
 
 @dataclass(frozen=True)
@@ -298,9 +309,30 @@ def _torch_model(
             module, class_index, layer=layer, preprocess=model_input, device=device
         )
 
+    def randomised_calls(
+        n_layers: int, seed: int
+    ) -> Iterator[tuple[str, Callable[[int], CallModelFunction]]]:
+        from ..torch import randomisation_layers, randomised_models
+
+        layers = randomisation_layers(module)[:n_layers]
+        for name, copy in randomised_models(module, layers, mode="cascading", seed=seed):
+            yield (
+                name,
+                functools.partial(
+                    make_call_model_function, copy, layer=layer, preprocess=model_input, device=device
+                ),
+            )
+
     n_classes = _count_classes(predict_probabilities, input_size, description)
     return LoadedModel(
-        description, input_size, n_classes, predict_probabilities, make_call, layer, device=str(device)
+        description,
+        input_size,
+        n_classes,
+        predict_probabilities,
+        make_call,
+        layer,
+        device=str(device),
+        randomised_calls=None if isinstance(module, torch.jit.ScriptModule) else randomised_calls,
     )
 
 
@@ -405,9 +437,26 @@ def _load_keras(
     def make_call(class_index: int) -> CallModelFunction:
         return make_call_model_function(model, class_index, layer=layer, preprocess=model_input)
 
+    def randomised_calls(
+        n_layers: int, seed: int
+    ) -> Iterator[tuple[str, Callable[[int], CallModelFunction]]]:
+        from ..keras import randomisation_layers, randomised_models
+
+        layers = randomisation_layers(model)[:n_layers]
+        for name, copy in randomised_models(model, layers, mode="cascading", seed=seed):
+            yield name, functools.partial(make_call_model_function, copy, layer=layer, preprocess=model_input)
+
     description = f"Keras model {path.name}"
     n_classes = _count_classes(predict_probabilities, input_size, description)
-    return LoadedModel(description, input_size, n_classes, predict_probabilities, make_call, layer)
+    return LoadedModel(
+        description,
+        input_size,
+        n_classes,
+        predict_probabilities,
+        make_call,
+        layer,
+        randomised_calls=randomised_calls,
+    )
 
 
 def load_model(

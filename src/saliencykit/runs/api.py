@@ -101,10 +101,11 @@ def expand_images(
 
 
 def resolve_methods(methods: str | Sequence[str] | None, spec: ModelSpec) -> list[str]:
-    """The method names to run: ``None`` is every method this kind of model supports.
+    """The method names to run: ``None`` is every default method this kind of model supports.
 
     ``methods`` is a comma-separated string or a sequence of names (``blur_ig``
-    is ``blur-ig``); ``"all"`` is ``None``.
+    is ``blur-ig``); ``"all"`` is every method this kind of model supports,
+    those run only on request (Score-CAM, RISE) included.
 
     Raises:
       ValueError: an unknown name, or none.
@@ -112,9 +113,9 @@ def resolve_methods(methods: str | Sequence[str] | None, spec: ModelSpec) -> lis
     """
     from ..cli.methods import METHODS
 
+    lacking = spec.known_unsupported()
     if methods is None:
-        lacking = spec.known_unsupported()
-        return [name for name, method in METHODS.items() if not method.needs & lacking]
+        return [name for name, method in METHODS.items() if method.by_default and not method.needs & lacking]
     if isinstance(methods, str):
         names = methods.split(",")
     elif isinstance(methods, Sequence) and all(isinstance(name, str) for name in methods):
@@ -124,7 +125,7 @@ def resolve_methods(methods: str | Sequence[str] | None, spec: ModelSpec) -> lis
     chosen: list[str] = []
     for name in (part.strip().lower().replace("_", "-") for part in names):
         if name == "all":
-            return resolve_methods(None, spec)
+            return [name for name, method in METHODS.items() if not method.needs & lacking]
         if name not in METHODS:
             raise ValueError(f"methods: unknown method {name!r}; expected some of: {', '.join(METHODS)}")
         if name not in chosen:
