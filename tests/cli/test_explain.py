@@ -19,20 +19,25 @@ from PIL import Image
 from .conftest import TIMEOUT_S, CliRun, assert_one_line_error, assert_valid_png, run_cli, tiny_model_args
 from .test_bad_input import hide_module
 
+#: The methods run by default, in the panel's order (Score-CAM and RISE only when asked for).
 ALL_METHODS = [
     "gradients",
+    "gradient-x-input",
     "smoothgrad",
     "ig",
     "blur-ig",
     "guided-ig",
     "xrai",
     "gradcam",
+    "gradcam++",
+    "layercam",
+    "hirescam",
     "guided-backprop",
     "guided-gradcam",
     "occlusion",
 ]
 #: Methods a TorchScript model cannot run (its modules cannot be hooked).
-HOOK_METHODS = ["gradcam", "guided-backprop", "guided-gradcam"]
+HOOK_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "guided-backprop", "guided-gradcam"]
 #: Keep the tiny-model runs quick.
 FAST = ["--steps", "4", "--samples", "3"]
 
@@ -71,7 +76,7 @@ def test_defaults_write_panel_report_and_summary(default_explain: CliRun) -> Non
         "explain.json",
     }
     width, height = assert_valid_png(out / "panel.png", min_size=(800, 600))
-    assert width > height  # six tiles a row
+    assert width > height  # eight tiles a row: the input and 14 methods in two rows
     assert json.loads((out / "explain.json").read_text()) == summary
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "Egyptian cat" in report

@@ -22,7 +22,7 @@ from .outputs import write_atomically
 
 __all__ = ["panel_png", "save_panel"]
 
-TILES_PER_ROW = 6
+TILES_PER_ROW = 8
 TILE_INCHES = 2.2
 
 
