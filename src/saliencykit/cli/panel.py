@@ -1,6 +1,6 @@
 """The side-by-side PNG panel of ``saliencykit explain`` (matplotlib, no pyplot state).
 
-One tile per method, up to six tiles a row: the map on top, the map on the
+One tile per method, up to eight tiles a row: the map on top, the map on the
 image below. The first tile shows the input and the model's five most
 probable classes.
 """
