@@ -11,7 +11,7 @@ import pytest
 
 import saliencykit.core as saliency
 from saliencykit.core import INPUT_OUTPUT_GRADIENTS, scheduler
-from saliencykit.core.scheduler import Request, Steps, run_steps
+from saliencykit.core.scheduler import Fork, Request, Steps, run_steps
 
 from .models import MLPModel
 
@@ -114,3 +114,53 @@ def test_an_error_while_building_ahead_is_raised_to_the_caller() -> None:
     with pytest.raises(ValueError, match="broken chunk"):
         run_steps(model, [failing(6)], [None], batch_size=2, prefetch=True)
     assert len(model.overlapped) == 1  # the failing chunk's call was never made
+
+
+@pytest.mark.parametrize("method", [saliency.GradientSaliency(), saliency.GradientXInput()], ids=type)
+@pytest.mark.parametrize("seed", [3, np.random.default_rng(3)], ids=["int", "generator"])
+def test_seeded_smoothgrad_draws_its_noise_beside_the_model_with_the_same_results(
+    method: Any, seed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-input methods draw the next call's noisy samples on the worker thread: same calls, same masks."""
+    from saliencykit.core import base
+
+    def one_child_per_sample(method: Any, samples: Any, nsamples: int, total: Any, parameters: Any) -> Steps:
+        yield Fork((method._mask_steps(sample, **parameters) for sample in samples), total.add, False)
+        return total.mean(nsamples)
+
+    xs = images(2)
+    runs = {}
+    for packed in (False, True):
+        model = MLPModel(SHAPE)
+        if not packed:  # the path before: one child computation per sample, packed into shared calls
+            monkeypatch.setattr(base, "packed_samples_steps", one_child_per_sample)
+        else:
+            monkeypatch.undo()
+        this_seed = seed if isinstance(seed, int) else np.random.default_rng(3)
+        options = {"seed": this_seed, "batch_size": 3, "aggregation": "variance"}
+        one = method.GetSmoothedMask(xs[0], model, nsamples=7, **options)
+        many = method.GetSmoothedMaskBatch(xs, model, nsamples=5, seed=[1, 2], batch_size=4)
+        runs[packed] = (one, many, model.batches)
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    np.testing.assert_array_equal(runs[True][1], runs[False][1])
+    assert [b.shape for b in runs[True][2][:3]] == [(3, *SHAPE)] * 2 + [(1, *SHAPE)]
+    for on, off in zip(runs[True][2], runs[False][2], strict=True):  # the same calls, the same inputs
+        np.testing.assert_array_equal(on, off)
+
+
+def test_seeded_noise_is_drawn_on_the_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from saliencykit.core import examples
+
+    threads = []
+    noisy = examples.NoiseSource.noisy
+
+    def recording(self: Any, x_value: np.ndarray, stdev: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return noisy(self, x_value, stdev)
+
+    monkeypatch.setattr(examples.NoiseSource, "noisy", recording)
+    saliency.GradientSaliency().GetSmoothedMask(
+        images(1)[0], MLPModel(SHAPE), nsamples=6, seed=0, batch_size=2
+    )
+    assert threads[:2] == [threading.current_thread().name] * 2  # the first call's samples
+    assert all(name.startswith("saliencykit-inputs") for name in threads[2:]) and len(threads) == 6

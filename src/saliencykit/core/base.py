@@ -47,6 +47,7 @@ from .examples import _SmoothedSum as _SmoothedSum
 from .examples import _smoothing_setup as _smoothing_setup
 from .examples import batch_examples as batch_examples
 from .examples import example_seeds as example_seeds
+from .examples import packed_samples_steps
 from .examples import per_example_values as per_example_values
 from .examples import resolve_call_model_args as resolve_call_model_args
 from .examples import smoothing_aggregation as smoothing_aggregation
@@ -418,15 +419,16 @@ class CoreSaliency:
     ) -> Steps:
         """SmoothGrad around ``_mask_steps``: one child computation per noisy sample.
 
-        A method with a ``seed`` of its own (``ExpectedGradients``, ``RISE``)
-        draws from the noise's generator when there is one, so that one seed
-        fixes every draw: sample ``k``'s noise, then its method's draws.
+        A method with a ``seed`` of its own (``ExpectedGradients``, ``RISE``) draws from the noise's
+        generator when there is one: one seed fixes every draw (sample ``k``'s noise, then its method's).
         """
         x_value, stdev, stdev_spread, nsamples = _smoothing_setup(x_value, stdev_spread, nsamples)
         total = _SmoothedSum(aggregation)
         samples = _noisy_samples(x_value, stdev, stdev_spread, nsamples, noise)
         if noise.generator is not None and parameters.get("seed", False) is None:
             parameters = {**parameters, "seed": noise.generator}
+        if self.smoothing_packs_samples and noise.generator is not None:  # see packed_samples_steps
+            return (yield from packed_samples_steps(self, samples, nsamples, total, parameters))
         yield Fork((self._mask_steps(sample, **parameters) for sample in samples), total.add, sequential)
         return total.mean(nsamples)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .arguments import as_float_array, check_evaluation_count, check_number, make_generator
 from .model_calls import CallModelFunction
+from .scheduler import Request, Steps
 
 # --------------------------------------------------------------------------
 # Many examples: the batch's arguments.
@@ -322,3 +323,62 @@ def _noisy_samples(
                 "overflows the noisy inputs to inf: use a smaller stdev_spread"
             )
         yield sample
+
+
+def packed_samples_steps(
+    method: Any,
+    samples: Iterator[np.ndarray],
+    nsamples: int,
+    total: _SmoothedSum,
+    parameters: dict[str, Any],
+) -> Steps:
+    """SmoothGrad's samples of a one-input method as one request of ``nsamples`` inputs.
+
+    For a method whose mask is one model input (``smoothing_packs_samples``):
+    each sample's own computation (``mask_steps(sample, **parameters)``, which
+    asks for one input with ``keys``) is started when its input is built and
+    finished with its answer row. As one long request, the next call's
+    samples are drawn on the scheduler's worker thread while the model
+    answers the current call (see :func:`~.scheduler.run_steps`), so the
+    noise's cost hides behind the model's. The inputs, calls and masks are
+    those of one child computation per sample. Only for a seeded
+    ``np.random.Generator``: NumPy's global state (``seed=None``) is drawn on
+    the calling thread, between calls, as the reference does, since the
+    model function may draw from it too.
+
+    Args:
+      method: the :class:`~.base.CoreSaliency` (its ``_mask_steps`` and ``expected_keys``).
+      samples: the noisy samples, drawn lazily in order.
+      nsamples: how many.
+      total: the running aggregate.
+      parameters: ``_mask_steps``'s parameters.
+
+    Raises:
+      TypeError: a computation that does not ask for exactly one input with the method's keys.
+    """
+    mask_steps, keys = method._mask_steps, list(method.expected_keys)
+    started: dict[int, Steps] = {}
+
+    def make_inputs(start: int, stop: int) -> np.ndarray:
+        rows = []
+        for index in range(start, stop):
+            steps = mask_steps(next(samples), **parameters)
+            request = next(steps)
+            if not isinstance(request, Request) or request.n_inputs != 1 or list(request.keys) != keys:
+                raise TypeError(f"{mask_steps!r} does not ask for one input with {keys}")
+            started[index] = steps
+            rows.append(request.make_inputs(0, 1))
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
+    def consume(start: int, stop: int, answer: dict[str, np.ndarray]) -> None:
+        for row, index in enumerate(range(start, stop)):
+            steps = started.pop(index)
+            try:
+                steps.send({key: value[row : row + 1] for key, value in answer.items()})
+            except StopIteration as finished:
+                total.add(index, finished.value)
+            else:
+                raise TypeError(f"{mask_steps!r} asked for more than one input")
+
+    yield Request(nsamples, make_inputs, keys, consume)
+    return total.mean(nsamples)
