@@ -12,9 +12,13 @@ import numpy as np
 
 from .arguments import check_evaluation_count, check_int
 
+#: Key: a convolutional layer's activations, channel-last ``[batch, ..., C]`` (the CAM methods).
 CONVOLUTION_LAYER_VALUES = "CONVOLUTION_LAYER_VALUES"
+#: Key: the gradients of the explained output with respect to those activations, their shape.
 CONVOLUTION_OUTPUT_GRADIENTS = "CONVOLUTION_OUTPUT_GRADIENTS"
+#: Key: the gradients of the explained output with respect to the input, the batch's exact shape.
 INPUT_OUTPUT_GRADIENTS = "INPUT_OUTPUT_GRADIENTS"
+#: Key: the explained output, one number per example (``[batch]`` or ``[batch, 1]``).
 OUTPUT_LAYER_VALUES = "OUTPUT_LAYER_VALUES"
 #: New key (not in the reference): input gradients computed with guided
 #: backpropagation (ReLU backward passes only positive gradients where its
