@@ -26,6 +26,11 @@ adapter's own cost per call with far less noise ("est." column).
   ``np.asarray`` of the result.
 
 Timing, waiting for a quiet machine and the table: see ``_adapters_common.py``.
+After each row, a line gives the calling thread's CPU time per call of raw and
+adapter (``time.thread_time``, least of the repeats): the adapter's own work
+(conversion, the copies of its outputs that make them writable, the check for
+gradients that are zero by construction), which other processes on the machine
+do not inflate, as a fraction of raw's median wall time.
 
 Usage::
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +150,41 @@ def compare_raw_and_adapter(
             )
         )
         print(f"  {framework.name} batch {batch_size}: done ({load_text()})", flush=True)
+        print_main_thread_cost(framework.name, batch_size, variants, repeats, timings["raw"].median_s)
     return rows
+
+
+def main_thread_cpu_per_call(function: Callable[[], Any], calls: int, repeats: int) -> float:
+    """The calling thread's CPU seconds per call of ``function``, the least over ``repeats`` samples.
+
+    Unlike wall time, it does not grow while other processes hold the cores, and
+    it leaves out the framework's own worker threads (XLA's, TensorFlow's): for
+    the JAX adapter, whose model runs on XLA's threads, the difference between
+    the adapter and the raw code is the adapter's own work per call.
+    """
+    function()
+    samples = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        for _ in range(calls):
+            function()
+        samples.append((time.thread_time() - start) / calls)
+    return min(samples)
+
+
+def print_main_thread_cost(
+    name: str, batch_size: int, variants: dict[str, Callable[[], Any]], repeats: int, raw_wall_s: float
+) -> None:
+    """Prints what the adapter adds to the calling thread's CPU per call, against raw's median wall time."""
+    calls = max(1, round(0.2 / max(raw_wall_s, 1e-6)))
+    raw = main_thread_cpu_per_call(variants["raw"], calls, repeats)
+    adapter = main_thread_cpu_per_call(variants["adapter"], calls, repeats)
+    print(
+        f"  {name} batch {batch_size}: calling thread's CPU per call: raw {raw * 1e3:.2f} ms, adapter"
+        f" {adapter * 1e3:.2f} ms; the adapter adds {(adapter - raw) * 1e3:.2f} ms ="
+        f" {(adapter - raw) / raw_wall_s:+.1%} of raw's median wall time (robust to other load)",
+        flush=True,
+    )
 
 
 def torch_raw_gradients(model: nn.Module, batch_nhwc: np.ndarray) -> np.ndarray:

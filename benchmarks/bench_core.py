@@ -39,11 +39,22 @@ more, untimed, on a float64 copy of the image (the model then sees the same
 float32 values) and judges parity on that ("parity(f64)"); the other methods
 are judged on the float32 run.
 
-Targets (PASS/FAIL printed beside each row): our library overhead <= 3% for
-SmoothGrad, IG and Guided IG, <= 10% for Blur IG; Blur IG at the defaults at
-least 2x faster than the reference; parity <= 1e-3 (float32) or <= 1e-5
-(float64 check). Blur IG with ``sqrt=True`` and ``batch_size > 1`` differs on
-purpose (a documented fix) and is not run here. A "note:" line flags rows where
+Targets (PASS/FAIL printed beside each row; issue 16): our library overhead
+<= 3% for SmoothGrad, IG and Guided IG, <= 5% for Blur IG; Blur IG at the
+defaults at least 2.5x faster than the reference; parity <= 1e-3 (float32) or
+<= 1e-5 (float64 check). Blur IG with ``sqrt=True`` and ``batch_size > 1``
+differs on purpose (a documented fix) and is not run here.
+
+Floors: for every row with a target, the script then records the model's
+answers of one more (untimed) run of ours and replays them
+(:class:`_common.ReplayCallModel`), so that the library's own work is timed
+alone ("library alone", the best of three). Beside it: the share that work
+would take of a run in which it cannot overlap the model (library / (library
++ model)), and the highest speed-up any library can reach with the same model
+calls: the reference's wall time over the seconds the reference's calls spent
+inside the model. A target beyond that ceiling cannot be met by library work.
+
+A "note:" line flags rows where
 our calls took longer *inside* the model than the reference's at the same
 batching: a slowdown the library causes (e.g. NumPy's BLAS threads competing
 with torch's between calls) that the overhead column cannot show;
@@ -62,6 +73,7 @@ How to run
     python benchmarks/bench_core.py --repeat 3 --wait-for-idle 600
     python benchmarks/bench_core.py --quick --methods blurig guidedig --profile
     python benchmarks/bench_core.py --methods ig blurig --blas-threads 1
+    python benchmarks/bench_core.py --methods blurig guidedig --no-floors
 
 The exit status is 1 when a target fails. Timings on a shared 2-core machine
 are noisy: use ``--repeat`` (and ``--wait-for-idle``) and read the overhead
@@ -243,8 +255,8 @@ def build_cases(guided_ig_steps: int) -> list[Case]:
             "Blur IG defaults (b=1)",
             lambda x, f: ours.BlurIG().GetMask(x, f),
             lambda x, f: reference.BlurIG().GetMask(x, f),
-            overhead_target=0.10,
-            speedup_target=2.0,
+            overhead_target=0.05,
+            speedup_target=2.5,
             exact_parity=True,
         ),
         Case(
@@ -252,7 +264,7 @@ def build_cases(guided_ig_steps: int) -> list[Case]:
             "Blur IG b=20",
             lambda x, f: ours.BlurIG().GetMask(x, f, batch_size=20),
             lambda x, f: reference.BlurIG().GetMask(x, f, batch_size=20),
-            overhead_target=0.10,
+            overhead_target=0.05,
             exact_parity=True,
         ),
         Case(
@@ -435,6 +447,57 @@ def print_table(results: list[Result]) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Floors: the library's work alone, and what the model's own time leaves.
+# --------------------------------------------------------------------------
+
+
+def record_answers(case: Case, image: np.ndarray, call_model: TimedCallModel) -> list[dict[str, np.ndarray]]:
+    """The model's answers of one (untimed) run of ours, in call order."""
+    call_model.recording = []
+    try:
+        timed_run(case.ours, image, call_model, case.seeded)
+        return call_model.recording
+    finally:
+        call_model.recording = None
+
+
+def library_seconds(case: Case, image: np.ndarray, call_model: TimedCallModel, repeat: int = 3) -> float:
+    """Best wall time of ours over ``repeat`` runs on replayed answers: the library's work alone."""
+    answers = record_answers(case, image, call_model)
+    best = float("inf")
+    for _ in range(repeat):
+        replay = ReplayCallModel(answers)
+        if case.seeded:
+            np.random.seed(SMOOTHGRAD_SEED)
+        best = min(best, time_call(lambda r=replay: case.ours(image, r))[1])
+    return best
+
+
+def print_floors(results: list[Result], library: dict[str, float]) -> None:
+    """One line per row with a target: the library alone, its serial share, the speed-up ceiling."""
+    print("\nfloors (library alone: ours on replayed answers, no model; ceiling: ref wall / ref model s)")
+    for result in results:
+        seconds = library.get(result.case.label)
+        if seconds is None:
+            continue
+        model = result.reference.model_seconds
+        ours_calls = (result.ours.calls, result.ours.inputs)
+        same_calls = ours_calls == (result.reference.calls, result.reference.inputs)
+        ceiling = result.reference.wall / model
+        ceiling_text = f"{ceiling:5.2f}x" if same_calls else "  n/a (other calls)"
+        target = result.case.speedup_target
+        target_text = ""
+        if target is not None:
+            beyond = ": beyond the ceiling" if same_calls and ceiling < target else ""
+            target_text = f" (target {target:g}x{beyond})"
+        serial_share = seconds / (seconds + result.ours.model_seconds)
+        print(
+            f"  {result.case.label:28s} library alone {seconds:6.3f} s = {serial_share:5.1%} of a serial "
+            f"run; speed-up ceiling {ceiling_text}{target_text}"
+        )
+
+
+# --------------------------------------------------------------------------
 # Profile of our overhead.
 # --------------------------------------------------------------------------
 
@@ -498,6 +561,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile-top", type=int, default=15, help="functions shown per profile")
     parser.add_argument(
+        "--no-floors", action="store_true", help="skip the floors (the library alone on replayed answers)"
+    )
+    parser.add_argument(
         "--wait-for-idle",
         type=float,
         default=0.0,
@@ -546,9 +612,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    library = {}
+    if not arguments.no_floors:
+        for case in cases:
+            if case.overhead_target is not None or case.speedup_target is not None:
+                library[case.label] = library_seconds(case, image, call_model)
     print()
     all_passed = print_table(results)
     print_model_time_notes(results)
+    if library:
+        print_floors(results, library)
     print(load_footer(arguments.threads))
     print(f"all targets: {verdict(all_passed)}")
 

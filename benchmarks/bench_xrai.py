@@ -5,8 +5,22 @@ resized) with the same precomputed ``base_attribution``, so no model is
 involved and the whole time is library overhead: Felzenszwalb segmentation at
 six scales, the dilation of every segment, and the region search. The script
 prints the median wall time of each side (with min and max), the ratio, a
-breakdown (segmentation / dilation / search), and checks that the attribution
-maps and the segment ranks are identical for the 'full' and 'fast' algorithms.
+breakdown (segmentation on one thread and on its default threads / dilation /
+search), and checks that the attribution maps and the segment ranks are
+identical for the 'full' and 'fast' algorithms.
+
+"Cold" runs use a new ``XRAI()`` each time, so nothing is cached: the issue's
+target (<= 0.25 s for 'full' at 224x224) is judged on them. "Same image again"
+reuses one instance: its per-image segment cache skips the segmentation
+(another attribution of an image already explained). The GIL line measures
+how much of Felzenszwalb's time scikit-image leaves the GIL free: a pure-Python
+loop on the main thread runs beside the six segmentations, and its share of
+the CPU is compared with its share beside a thread that sorts (NumPy's sort
+never holds the GIL).
+
+``--with-model`` adds XRAI with its own Integrated Gradients on the pretrained
+EfficientNet-Lite0 (torch, 2 threads): the time outside the model, where ours
+segments the image beside the IG calls.
 
 Run it with ``python benchmarks/bench_xrai.py`` (``--help`` for the options).
 The machine may be shared, so each measurement is repeated and the median is
@@ -19,6 +33,7 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +46,8 @@ from skimage.transform import resize
 
 from saliencykit.core import xrai as ours_xrai
 
-#: The issue's target for the whole XRAI call outside the model ('full', 224x224).
-TARGET_SECONDS = 0.3
+#: The issue's target for the whole XRAI call outside the model ('full', 224x224; issue 16).
+TARGET_SECONDS = 0.25
 
 
 def make_inputs(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +94,90 @@ def timed_alternately(
     return first_times, first_result, second_times, second_result
 
 
+def main_thread_cpu_share(target: Callable[[], Any]) -> float:
+    """The main thread's CPU seconds per wall second while it spins in Python beside ``target``."""
+    thread = threading.Thread(target=target)
+    wall, cpu = time.perf_counter(), time.thread_time()
+    thread.start()
+    spins = 0
+    while thread.is_alive():
+        spins += 1
+    return (time.thread_time() - cpu) / (time.perf_counter() - wall)
+
+
+def gil_free_share(image: np.ndarray, repeats: int = 3) -> float:
+    """How much of the six Felzenszwalb segmentations' time leaves the GIL free (median of ``repeats``).
+
+    The main thread spins in Python beside the segmentations; its CPU share is
+    compared with its share beside a busy thread that never holds the GIL
+    (NumPy sorting large arrays), so that competition for the cores cancels out:
+    1.0 means the segmentations hold the GIL no more than a sort does.
+    """
+
+    def sorting() -> None:
+        values = np.random.default_rng(0).random(2**20)
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            np.sort(values)
+
+    shares = []
+    for _ in range(repeats):
+        baseline = main_thread_cpu_share(sorting)
+        beside = main_thread_cpu_share(lambda: ours_xrai.felzenszwalb_label_images(image, workers=1))
+        shares.append(min(beside / baseline, 1.0))
+    return statistics.median(shares)
+
+
+def with_model(image: np.ndarray, steps: int, batch_size: int, repeats: int) -> None:
+    """XRAI with its Integrated Gradients on EfficientNet-Lite0: time outside the model, ours vs reference.
+
+    Ours segments the image beside the IG calls (one thread), so its time
+    outside the model is little more than the region search. The maps are not
+    compared bit for bit: the IG attributions differ by float32 rounding.
+    """
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import TimedCallModel, load_model, warm_up
+
+    torch.set_num_threads(2)
+    call_model = TimedCallModel(load_model())
+    warm_up(call_model, image, batch_sizes=(batch_size,))
+    parameters = {"steps": steps}
+    results: dict[str, list[tuple[float, float]]] = {"saliencykit": [], "reference": []}
+    maps: dict[str, np.ndarray] = {}
+    for index in range(repeats):
+        order = ("saliencykit", "reference") if index % 2 == 0 else ("reference", "saliencykit")
+        for library in order:
+            module = ours_xrai if library == "saliencykit" else reference_xrai
+            xrai = module.XRAI()  # a new instance: nothing cached
+            call_model.reset()
+            start = time.perf_counter()
+            maps[library] = xrai.GetMask(
+                image,
+                call_model,
+                batch_size=batch_size,
+                extra_parameters=module.XRAIParameters(**parameters),
+            )
+            wall = time.perf_counter() - start
+            results[library].append((wall, wall - call_model.seconds))
+    print(
+        f"\nXRAI with EfficientNet-Lite0 (IG {steps} steps x 2 baselines, batch {batch_size}; "
+        f"{call_model.calls} calls; best of {repeats}):"
+    )
+    for library, runs in results.items():
+        wall = min(run[0] for run in runs)
+        outside = min(run[1] for run in runs)
+        print(f"  {library:12s} wall {wall:7.3f} s, outside the model {1e3 * outside:7.1f} ms")
+    # The two IG attributions differ by float32 rounding (the model's answers to inputs
+    # built in another order), which can reorder regions of nearly equal density.
+    reference_map = maps["reference"]
+    difference = np.abs(maps["saliencykit"] - reference_map).max() / np.abs(reference_map).max()
+    print(f"  maps: max |ours - reference| / max |reference| = {difference:.1e}")
+
+
 def describe(times: list[float]) -> str:
     """``median (min-max)`` in milliseconds."""
     return f"{1e3 * statistics.median(times):8.1f} ms  ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"
@@ -91,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reference-repeats", type=int, default=3, help="runs of the reference per measurement"
     )
+    parser.add_argument(
+        "--with-model",
+        action="store_true",
+        help="also XRAI with its IG on EfficientNet-Lite0 (torch): time outside the model",
+    )
+    parser.add_argument("--model-steps", type=int, default=100, help="IG steps with --with-model")
+    parser.add_argument("--model-batch", type=int, default=20, help="IG batch size with --with-model")
     args = parser.parse_args(argv)
 
     image, attribution = make_inputs(args.size)
@@ -99,16 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         f"XRAI on chelsea {image.shape}, base_attribution {attribution.shape} {attribution.dtype}, no model"
     )
     print(f"saliencykit: median of {args.repeats} runs; reference 0.2.1: median of {args.reference_repeats}")
+    start_load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"now: {time.strftime('%Y-%m-%d %H:%M:%S')}, load average {start_load}")
 
     # ---- end to end, 'full' algorithm (the default) ----------------------------------------
-    ours = ours_xrai.XRAI()
     reference = reference_xrai.XRAI()
+    warm = ours_xrai.XRAI()  # one instance for the "same image again" runs (its cache filled once)
 
-    def run_ours(algorithm: str, flatten: bool = True) -> Any:
+    def run_ours(algorithm: str, flatten: bool = True, xrai: Any = None) -> Any:
         parameters = ours_xrai.XRAIParameters(
             algorithm=algorithm, return_xrai_segments=True, flatten_xrai_segments=flatten
         )
-        return ours.GetMaskWithDetails(image, None, base_attribution=attribution, extra_parameters=parameters)
+        xrai = ours_xrai.XRAI() if xrai is None else xrai  # a new instance: nothing cached
+        return xrai.GetMaskWithDetails(image, None, base_attribution=attribution, extra_parameters=parameters)
 
     def run_reference(algorithm: str, flatten: bool = True) -> Any:
         parameters = reference_xrai.XRAIParameters(
@@ -121,9 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     ours_full_times, ours_full, reference_full_times, reference_full = timed_alternately(
         lambda: run_ours("full"), lambda: run_reference("full"), args.repeats, args.reference_repeats
     )
+    run_ours("full", xrai=warm)
+    cached_times, _ = timed(lambda: run_ours("full", xrai=warm), args.repeats)
 
     # ---- breakdown ---------------------------------------------------------------------------
-    label_times, label_images = timed(lambda: ours_xrai.felzenszwalb_label_images(image), args.repeats)
+    workers = ours_xrai.default_segmentation_workers()
+    serial_label_times, _, label_times, label_images = timed_alternately(
+        lambda: ours_xrai.felzenszwalb_label_images(image, workers=1),
+        lambda: ours_xrai.felzenszwalb_label_images(image),
+        args.repeats,
+        args.repeats,
+    )
     dilation_times, segments = timed(
         lambda: ours_xrai.dilated_segment_pixels(label_images, ours_xrai._DEFAULT_DILATION_RADIUS),
         args.repeats,
@@ -141,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: reference_xrai.XRAI._xrai(attribution_2d, reference_masks, integer_segments=True),
         args.reference_repeats,
     )
+    gil_free = gil_free_share(image)
 
     # ---- 'fast' algorithm ----------------------------------------------------------------------
     ours_fast_times, ours_fast, reference_fast_times, reference_fast = timed_alternately(
@@ -150,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     # ---- report --------------------------------------------------------------------------------
     median = statistics.median
     print()
-    print(f"{'':34s}{'saliencykit':>32s}{'reference':>34s}{'ratio':>9s}")
+    print(f"{'':36s}{'saliencykit':>32s}{'reference':>34s}{'ratio':>9s}")
     rows = [
-        ("XRAI full, end to end", ours_full_times, reference_full_times),
-        ("XRAI fast, end to end", ours_fast_times, reference_fast_times),
-        ("  segmentation (Felzenszwalb x6)", label_times, None),
+        ("XRAI full, end to end (cold)", ours_full_times, reference_full_times),
+        ("XRAI full, same image again", cached_times, reference_full_times),
+        ("XRAI fast, end to end (cold)", ours_fast_times, reference_fast_times),
+        ("  Felzenszwalb x6, one thread", serial_label_times, None),
+        (f"  Felzenszwalb x6, {workers} threads", label_times, None),
         ("  dilation of every segment", dilation_times, None),
         (
             "  segments: Felzenszwalb+dilation",
@@ -166,18 +286,27 @@ def main(argv: list[str] | None = None) -> int:
     for name, ours_times, reference_times in rows:
         reference_text = describe(reference_times) if reference_times else ""
         ratio = f"{median(reference_times) / median(ours_times):8.1f}x" if reference_times else ""
-        print(f"{name:34s}{describe(ours_times):>32s}{reference_text:>34s}{ratio:>9s}")
-    # Both libraries make the same six skimage Felzenszwalb calls on the same resized image.
+        print(f"{name:36s}{describe(ours_times):>32s}{reference_text:>34s}{ratio:>9s}")
     felzenszwalb = median(label_times)
     print()
+    serial = median(serial_label_times)
+    print(
+        f"GIL: scikit-image's Felzenszwalb leaves it free {gil_free:.0%} of its time; six segmentations on "
+        f"{workers} threads take {1e3 * felzenszwalb:.1f} ms, on one {1e3 * serial:.1f} ms "
+        f"({serial / felzenszwalb:.2f}x)"
+    )
     for library, times in (("saliencykit", ours_full_times), ("reference", reference_full_times)):
         print(
             f"{library} full: {1e3 * median(times):.1f} ms = Felzenszwalb {1e3 * felzenszwalb:.1f} ms"
             f" + everything else {1e3 * (median(times) - felzenszwalb):.1f} ms"
         )
+    best = min(ours_full_times)
     target = "met" if median(ours_full_times) <= TARGET_SECONDS else "NOT met"
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"target <= {1e3 * TARGET_SECONDS:.0f} ms for 'full' at 224x224: {target} (load average {load})")
+    print(
+        f"target <= {1e3 * TARGET_SECONDS:.0f} ms for 'full' at 224x224, cold: {target} (median "
+        f"{1e3 * median(ours_full_times):.0f} ms, best {1e3 * best:.0f} ms; load average {load})"
+    )
     print(f"segments: {segments.n_masks} masks, {len(segments.indices)} mask pixels in all")
 
     # ---- parity ----------------------------------------------------------------------------------
@@ -186,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             np.array_equal(a, b) for a, b in zip(ours_masks, reference_masks, strict=True)
         )
 
-    ours_full_unflattened = run_ours("full", flatten=False)
+    ours_full_unflattened = run_ours("full", flatten=False, xrai=warm)
     reference_full_unflattened = run_reference("full", flatten=False)
     checks = {
         "segments identical to the reference's": same_masks(segments.to_masks(), reference_masks),
@@ -206,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, passed in checks.items():
         print(f"{'OK  ' if passed else 'FAIL'} {name}")
     print(f"number of ranked regions: full {ours_full.segments.max()}, fast {ours_fast.segments.max()}")
+    if args.with_model:
+        with_model(image, args.model_steps, args.model_batch, max(1, args.reference_repeats))
     return 0 if all(checks.values()) else 1
 
 

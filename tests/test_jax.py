@@ -294,6 +294,29 @@ def test_dead_relus_give_zero_gradients_without_an_error(images: np.ndarray) -> 
     np.testing.assert_array_equal(call(images)[GRADIENTS], np.zeros_like(images))
 
 
+def test_the_zero_check_looks_past_its_sample() -> None:
+    # The check for all-zero gradients looks at an evenly spread sample first, then at every element.
+    from saliencykit.jax import ZERO_CHECK_SAMPLE, _all_zero
+
+    values = np.zeros(3 * ZERO_CHECK_SAMPLE + 7, dtype=np.float32)  # sampled every 4th element
+    assert _all_zero(values) and _all_zero(np.zeros((0, 3)))
+    values[5] = 1e-30
+    assert not _all_zero(values)
+    values[5], values[8] = 0.0, -2.0
+    assert not _all_zero(values)
+
+
+def test_a_gradient_nonzero_only_off_the_sample_is_returned_without_an_error() -> None:
+    # The model reads one input element per image, which the zero check's sample does not look at.
+    def one_element(x: jax.Array) -> jax.Array:
+        return jnp.stack([x[:, 3, 4, 1] * 2.0] * N_CLASSES, axis=1)
+
+    batch = np.random.default_rng(2).random((2, 64, 64, 3), dtype=np.float32)
+    expected = np.zeros_like(batch)
+    expected[:, 3, 4, 1] = 2.0
+    np.testing.assert_array_equal(make_call_model_function(one_element, target=0)(batch)[GRADIENTS], expected)
+
+
 def test_select_target() -> None:
     outputs = jnp.arange(10.0).reshape(2, 5)
     np.testing.assert_array_equal(select_target(outputs, 1), [1.0, 6.0])

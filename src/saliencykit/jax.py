@@ -196,6 +196,33 @@ def _as_model_input(x_value_batch: Any) -> jax.Array:
     return jnp.asarray(array.astype(np.float64 if keep_float64 else np.float32, copy=False))
 
 
+def _writable_copy(value: jax.Array) -> np.ndarray:
+    """A writable NumPy copy of a JAX array.
+
+    ``np.asarray`` first (on a CPU device a view of the array's buffer), then one
+    NumPy copy: about half the time of ``np.array(value)``, which copies through
+    JAX's own ``__array__`` (4 ms against 1.6-2 ms for a 32 x 224 x 224 x 3
+    float32 batch).
+    """
+    return np.asarray(value).copy()
+
+
+#: Elements of a gradient looked at first, evenly spread, when checking whether it is all zero.
+ZERO_CHECK_SAMPLE = 1024
+
+
+def _all_zero(values: np.ndarray) -> bool:
+    """Whether every element of ``values`` is zero.
+
+    An evenly spread sample first: a nonzero element there (a real model's
+    gradient) settles it in microseconds instead of a pass over the whole array
+    (0.55 ms for a 32 x 224 x 224 x 3 float32 batch); only a sample of zeros
+    leads to the full check.
+    """
+    flat = values.reshape(-1)
+    return not flat[:: flat.size // ZERO_CHECK_SAMPLE + 1].any() and not flat.any()
+
+
 def _require_floating(selected: jax.Array) -> None:
     """Raises ValueError at trace time if the explained output cannot be differentiated."""
     if not jnp.issubdtype(selected.dtype, jnp.floating):
@@ -248,7 +275,7 @@ class _JaxCallModelFunction(Adapter):
 
     def to_numpy(self, value: Any) -> np.ndarray:
         """A writable NumPy copy (arrays from :meth:`gradients` are NumPy copies already)."""
-        return value if isinstance(value, np.ndarray) else np.array(value)
+        return value if isinstance(value, np.ndarray) else _writable_copy(value)
 
     def forward(self, inputs: jax.Array, target: Target) -> jax.Array:
         self._check_row_classes(inputs, target)
@@ -268,12 +295,12 @@ class _JaxCallModelFunction(Adapter):
         entry = self._compiled(target, request)
         computed = Gradients(
             *(
-                None if value is None else np.array(value)
+                None if value is None else _writable_copy(value)
                 for value in entry.function(self._params, inputs, _row_arrays(target))
             )
         )
         all_zero = [
-            name for name in _GRADIENT_FIELDS if _asks(request, name) and not getattr(computed, name).any()
+            name for name in _GRADIENT_FIELDS if _asks(request, name) and _all_zero(getattr(computed, name))
         ]
         if all_zero and (dead := self._structurally_zero(entry, inputs, target, request, all_zero)):
             what = "its input" if "input_gradients" in dead else "the Grad-CAM layer's features"

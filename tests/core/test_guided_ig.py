@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import saliency.core.guided_ig as reference_guided_ig
 
 from saliencykit.core import INPUT_OUTPUT_GRADIENTS, GuidedIG, IntegratedGradients
+from saliencykit.core import guided_ig as guided_ig_module
+from saliencykit.core.guided_ig import guided_ig_path
 
 from .models import ConstantOutputModel, LinearModel, MLPModel, never_called
 
@@ -189,3 +192,152 @@ def test_sparse_input_completeness() -> None:
 def test_huge_step_count_is_refused() -> None:
     with pytest.raises(ValueError, match=r"x_steps must be an integer <= 10000000"):
         GuidedIG().GetMask(np.ones(4), never_called, x_steps=10**10)
+
+
+# --------------------------------------------------------------------------
+# Performance, round 2 (issue 16): a cheaper k-th smallest and reused buffers,
+# the same numbers bit for bit.
+# --------------------------------------------------------------------------
+
+
+def _direct_guided_ig(x_input, x_baseline, grad_func, steps, fraction, max_dist) -> np.ndarray:
+    """The path as this library computed it before issue 16: fresh arrays and a full
+    ``np.partition`` at every iteration (the oracle of the bitwise tests below)."""
+    shape = x_input.shape
+    x_input, x_baseline = x_input.astype(np.float64).ravel(), x_baseline.astype(np.float64).ravel()
+    attribution = np.zeros_like(x_input)
+    diff_full = x_input - x_baseline
+    l1_total = float(np.abs(diff_full).sum())
+    if l1_total == 0:
+        return attribution.reshape(shape)
+    moving = np.flatnonzero(diff_full)
+    diff, base, target = diff_full[moving], x_baseline[moving], x_input[moving]
+    x, x_full, attr = base.copy(), x_baseline.copy(), np.zeros_like(base)
+    quantile_index = int(math.floor(fraction * (len(x_input) - 1)))
+    for step in range(steps):
+        x_full[moving] = x
+        grad = np.asarray(grad_func(x_full.reshape(shape).copy())).ravel()[moving]
+        abs_grad = np.abs(grad)
+        largest = np.finfo(abs_grad.dtype).max
+        alpha = (step + 1.0) / steps
+        alpha_min, alpha_max = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
+        x_max = base + diff * alpha_max
+        l1_target = l1_total * (1 - (step + 1) / steps)
+        x_start = x.copy()
+        behind = ((x - base) / diff < alpha_min).astype(np.float64)
+        x = x * (1 - behind) + (base + diff * alpha_min) * behind
+        l1_current = float(np.abs(x - target).sum())
+        excluded = (x == x_max).astype(np.float64)
+        while not math.isclose(l1_target, l1_current, rel_tol=1e-9, abs_tol=1e-9):
+            keyed = np.maximum(abs_grad, excluded.astype(abs_grad.dtype) * largest)
+            threshold = (
+                np.partition(keyed, quantile_index)[quantile_index] if quantile_index < len(x) else largest
+            )
+            selected = (keyed <= threshold).astype(np.float64) if threshold < largest else 1 - excluded
+            gap_selected = float((np.abs(x - x_max) * selected).sum())
+            if gap_selected <= 0:
+                break
+            gamma = (l1_current - l1_target) / gap_selected
+            if gamma > 1.0:
+                x = x * (1 - selected) + x_max * selected
+                excluded = np.maximum(excluded, selected)
+                l1_current -= gap_selected
+            else:
+                x = x + (x_max - x) * gamma * selected
+                break
+        attr += (x - x_start) * grad
+    attribution[moving] = attr
+    return attribution.reshape(shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "kwargs"),
+    [
+        ((48, 40, 6), np.float32, dict(steps=12)),  # 11520 features: the sampled selection
+        ((48, 40, 6), np.float64, dict(steps=10, fraction=0.1, max_dist=0.1)),
+        ((50, 50, 4), np.float32, dict(steps=8, fraction=0.6, max_dist=1.0)),
+        ((30, 30, 3), np.float64, dict(steps=15, fraction=0.25, max_dist=0.0)),
+        ((7, 6, 3), np.float64, dict(steps=20, fraction=0.3, max_dist=0.05)),  # a full partition
+    ],
+)
+def test_path_is_bitwise_the_direct_computation(shape, dtype, kwargs) -> None:
+    """The buffers, the 0/1 masks in place and the sampled selection change no bit."""
+    rng = np.random.default_rng(21)
+    x_input = rng.random(shape)
+    x_input[rng.random(shape) < 0.1] = 0.0  # some features never move
+    weights = rng.normal(size=shape)
+
+    def gradient(point: np.ndarray) -> np.ndarray:
+        # Nonlinear, with exact ties (rounded values) and many gradients at zero.
+        return (np.round(weights * np.cos(3 * point) * (point > 0.4), 2)).astype(dtype)
+
+    ours = guided_ig_path(x_input, np.zeros(shape), gradient, **kwargs)
+    direct = _direct_guided_ig(
+        x_input, np.zeros(shape), gradient, **dict(dict(fraction=0.25, max_dist=0.02), **kwargs)
+    )
+    np.testing.assert_array_equal(ours, direct)
+
+
+@pytest.fixture(scope="module")
+def pretrained_call_model():
+    """chelsea() at 224 x 224 (float32 in [0, 1]) and the gradient of EfficientNet-Lite0's logit 285."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from skimage import data, transform
+
+    from tests.pretrained import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0
+
+    net = efficientnet_lite0()
+    image = transform.resize(data.chelsea(), (224, 224)).astype(np.float32)
+
+    def call_model(x_batch, call_model_args=None, expected_keys=None):
+        x = torch.from_numpy(np.ascontiguousarray(x_batch, dtype=np.float32)).permute(0, 3, 1, 2)
+        x.requires_grad_(True)
+        logits = net((x - IMAGENET_MEAN) / IMAGENET_STD)
+        (gradient,) = torch.autograd.grad(logits[:, 285].sum(), x)
+        return {INPUT_OUTPUT_GRADIENTS: gradient.permute(0, 2, 3, 1).numpy()}
+
+    return image, call_model
+
+
+def test_get_mask_on_the_pretrained_model_is_bitwise_the_direct_computation(pretrained_call_model) -> None:
+    """EfficientNet-Lite0 on chelsea (150528 features, float32 gradients), 6 steps."""
+    image, call_model = pretrained_call_model
+    ours = GuidedIG().GetMask(image, call_model, x_steps=6)
+
+    def gradient(point: np.ndarray) -> np.ndarray:
+        return call_model(point[None].astype(np.float32))[INPUT_OUTPUT_GRADIENTS][0]
+
+    direct = _direct_guided_ig(image, np.zeros_like(image), gradient, 6, 0.25, 0.02)
+    np.testing.assert_array_equal(ours, direct)
+
+
+@pytest.mark.parametrize("n", [1, 5, 4 * 2048, 4 * 2048 + 1, 20000, 150528])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kth_smallest_equals_partition(n: int, dtype) -> None:
+    rng = np.random.default_rng(n)
+    largest = np.finfo(dtype).max
+    cases = [
+        rng.random(n).astype(dtype),
+        np.abs(rng.normal(size=n)).astype(dtype) ** 3,  # heavy tail
+        np.round(rng.random(n), 1).astype(dtype),  # 11 values: many ties
+        np.zeros(n, dtype),
+        np.where(rng.random(n) < 0.5, largest, rng.random(n)).astype(dtype),  # excluded features
+        np.sort(rng.random(n)).astype(dtype)[::-1].copy(),
+    ]
+    positions = guided_ig_module._sample_positions(n)
+    for values in cases:
+        for k in sorted({0, n // 4, n // 2, n - 1}):
+            expected = np.partition(values, k)[k]
+            got = guided_ig_module._kth_smallest(values, k, positions)
+            assert got == expected and type(got) is type(expected), (n, k)
+
+
+def test_kth_smallest_falls_back_when_the_sample_misleads() -> None:
+    """Sampled positions hold the largest values: the bracket misses, the whole array is partitioned."""
+    n = 20000
+    positions = guided_ig_module._sample_positions(n)
+    values = np.random.default_rng(3).random(n)
+    values[positions] = 10 + np.arange(len(positions))
+    for k in [0, 5000, n - 1]:
+        assert guided_ig_module._kth_smallest(values, k, positions) == np.partition(values, k)[k]

@@ -9,8 +9,13 @@ per test module (fixtures) and shared.
 
 from __future__ import annotations
 
+import copy as copy_module
+import importlib
 import logging
+import pickle
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +28,7 @@ from skimage.transform import resize
 from saliencykit.core import INPUT_OUTPUT_GRADIENTS, IntegratedGradients
 from saliencykit.core import xrai as xrai_module
 from saliencykit.core.xrai import XRAI, XRAIOutput, XRAIParameters
+from saliencykit.core.xrai import cache as cache_module
 
 from .models import LinearModel
 
@@ -789,3 +795,145 @@ def test_segments_of_the_wrong_shape_for_a_sequence() -> None:
 def test_huge_steps_are_refused_before_any_allocation(random_image, linear_weights) -> None:
     with pytest.raises(ValueError, match=r"extra_parameters.steps must be an integer <= 10000000"):
         XRAI().GetMask(random_image, LinearModel(linear_weights), extra_parameters=_params(steps=10**10))
+
+
+# --------------------------------------------------------------------------
+# Performance, round 2 (issue 16): concurrent segmentations, a per-image cache,
+# the same segments and maps bit for bit.
+# --------------------------------------------------------------------------
+
+felzenszwalb_module = importlib.import_module("saliencykit.core.xrai.felzenszwalb")
+
+
+@pytest.fixture
+def segmentation_calls(monkeypatch) -> list[float]:
+    """The scale of every Felzenszwalb segmentation run while the test runs."""
+    calls: list[float] = []
+    segment = felzenszwalb_module.LabelImagesJob._segment
+
+    def counting(self, scale, sigma):
+        calls.append(scale)
+        return segment(self, scale, sigma)
+
+    monkeypatch.setattr(felzenszwalb_module.LabelImagesJob, "_segment", counting)
+    return calls
+
+
+def test_concurrent_segmentations_equal_the_serial_ones(images) -> None:
+    serial = xrai_module.felzenszwalb_label_images(images["chelsea224"], workers=1)
+    concurrent = xrai_module.felzenszwalb_label_images(images["chelsea224"], workers=4)
+    assert len(concurrent) == len(serial) == 6
+    for ours, expected in zip(concurrent, serial, strict=True):
+        assert ours.dtype == expected.dtype == np.int64
+        np.testing.assert_array_equal(ours, expected)
+    # Each label image dilated on its own thread, then concatenated: the same pixel lists.
+    together = xrai_module.dilated_segment_pixels(serial, 5)
+    parts = xrai_module.concatenate_segment_pixels(
+        [xrai_module.dilated_segment_pixels([s], 5) for s in serial]
+    )
+    for name in ("indptr", "indices"):
+        assert getattr(parts, name).dtype == getattr(together, name).dtype
+        np.testing.assert_array_equal(getattr(parts, name), getattr(together, name))
+
+
+def test_segments_are_cached_per_image(images, attributions, segmentation_calls) -> None:
+    """The same image again (another attribution, the other algorithm) is not segmented again."""
+    image = images["coffee150x225"]
+    xrai = XRAI()
+    first = xrai.GetMaskWithDetails(image, _never_called, base_attribution=attributions["coffee150x225"])
+    assert len(segmentation_calls) == 6
+    other_attribution = _smooth_attribution(image.shape, seed=40)
+    parameters = _params(algorithm="fast")
+    cached = xrai.GetMaskWithDetails(
+        image.copy(), _never_called, base_attribution=other_attribution, extra_parameters=parameters
+    )
+    fresh = XRAI()
+    fresh.segmentation_threads = 1
+    expected = fresh.GetMaskWithDetails(
+        image, _never_called, base_attribution=other_attribution, extra_parameters=parameters
+    )
+    np.testing.assert_array_equal(cached.attribution_mask, expected.attribution_mask)
+    np.testing.assert_array_equal(cached.segments, expected.segments)
+    assert len(segmentation_calls) == 2 * 6  # the fresh instance only
+    changed = image.copy()
+    changed[0, 0, 0] += 1e-3
+    xrai.GetMaskWithDetails(changed, _never_called, base_attribution=attributions["coffee150x225"])
+    assert len(segmentation_calls) == 3 * 6  # one pixel changed: segmented again
+    again = xrai.GetMaskWithDetails(image, _never_called, base_attribution=attributions["coffee150x225"])
+    assert len(segmentation_calls) == 3 * 6
+    np.testing.assert_array_equal(again.attribution_mask, first.attribution_mask)
+
+
+def test_segmentation_beside_integrated_gradients_gives_the_serial_result(
+    random_image, linear_weights, segmentation_calls
+) -> None:
+    """The segmentations start before the IG calls and run beside them: the same map, bit for bit."""
+    model = LinearModel(linear_weights)
+    parameters = _params(steps=4, return_ig_attributions=True)
+    beside = XRAI().GetMaskWithDetails(random_image, model, batch_size=4, extra_parameters=parameters)
+    serial_xrai = XRAI()
+    serial_xrai.segmentation_threads = 1  # on the calling thread, after the attribution
+    serial = serial_xrai.GetMaskWithDetails(
+        random_image,
+        _never_called,
+        base_attribution=np.mean(beside.ig_attribution, axis=0),
+        extra_parameters=parameters,
+    )
+    np.testing.assert_array_equal(beside.attribution_mask, serial.attribution_mask)
+    np.testing.assert_array_equal(beside.segments, serial.segments)
+    assert sorted(segmentation_calls) == sorted(2 * [50, 100, 150, 250, 500, 1200])
+    # Many images in shared calls: each segmented once beside the calls.
+    batch = np.stack([random_image, random_image[::-1].copy()])
+    xrai = XRAI()
+    maps = xrai.GetMaskBatch(batch, model, batch_size=8, extra_parameters=parameters)
+    np.testing.assert_array_equal(maps[0], serial.attribution_mask)
+    assert len(xrai._segments_cache) == 2 and len(segmentation_calls) == 4 * 6
+
+
+def test_a_failing_model_leaves_no_segmentation_behind(random_image) -> None:
+    def failing_model(x_value_batch, call_model_args=None, expected_keys=None):
+        raise RuntimeError("the model failed")
+
+    before = {thread.name for thread in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="the model failed"):
+        XRAI().GetMask(random_image, failing_model, extra_parameters=_params(steps=2))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the segmentation already running ends by itself
+        left = {t.name for t in threading.enumerate() if t.name.startswith("saliencykit-felzenszwalb")}
+        if not left - before:
+            break
+        time.sleep(0.05)
+    assert not left - before
+
+
+def test_segment_cache_limits_and_read_only_entries() -> None:
+    def segments(n_pixels: int) -> xrai_module.SegmentPixels:
+        indptr = np.array([0, n_pixels], dtype=np.int32)
+        return xrai_module.SegmentPixels((n_pixels,), indptr, np.arange(n_pixels, dtype=np.int32))
+
+    cache = cache_module.SegmentCache(max_entries=2, max_bytes=10_000)
+    keys = [cache_module.image_key(np.full((4, 4), value)) for value in range(4)]
+    assert len(set(keys)) == 4 and cache_module.image_key(np.full((4, 4), 0)) == keys[0]
+    assert cache_module.image_key(np.zeros((4, 4), np.float32)) != keys[0]  # dtype is in the key
+    stored = cache.put(keys[0], segments(100))
+    assert not stored.indices.flags.writeable and cache.get(keys[0]) is stored
+    cache.put(keys[1], segments(100))
+    cache.put(keys[2], segments(100))  # over max_entries: the least recently used goes
+    assert cache.get(keys[0]) is None and len(cache) == 2
+    cache.put(keys[3], segments(2400))  # 9.6 kB: the others go
+    assert len(cache) == 1 and cache.get(keys[3]) is not None
+    cache.put(keys[0], segments(5000))  # larger than the whole cache: not kept
+    assert cache.get(keys[0]) is None and len(cache) == 1
+
+
+def test_xrai_with_a_filled_cache_pickles_and_copies_without_it(random_image) -> None:
+    xrai = XRAI()
+    attribution = _smooth_attribution(random_image.shape, seed=41)
+    expected = xrai.GetMask(random_image, _never_called, base_attribution=attribution)
+    assert len(xrai._segments_cache) == 1
+    assert len(copy_module.deepcopy(xrai)._segments_cache) == 0
+    copy = pickle.loads(pickle.dumps(xrai))
+    assert len(copy._segments_cache) == 0
+    np.testing.assert_array_equal(
+        copy.GetMask(random_image, _never_called, base_attribution=attribution), expected
+    )

@@ -202,3 +202,24 @@ def test_a_memory_error_names_the_image_and_what_to_do(monkeypatch) -> None:
     assert isinstance(info.value, pic.PicMemoryError)
     with pytest.raises(pic.PicMemoryError, match=r"96x96x3 image .*MiB.* fewer threads \(n_jobs"):
         run_pic(n_jobs=1)
+
+
+def test_sic_and_aic_together_refuse_an_image_too_large_before_any_work(monkeypatch) -> None:
+    from saliencykit.metrics.sic_aic import compute_pic_metrics
+
+    monkeypatch.setattr(pic_module, "total_memory", lambda: 10**6)  # a 1 MB machine
+    calls: list[int] = []
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return np.full((len(images), 3), 1 / 3)
+
+    with pytest.raises(pic.PicMemoryError, match=r"96x96x3 image .* more than its 1\.0 MiB"):
+        compute_pic_metrics(
+            photo("chelsea"),
+            np.random.default_rng(0).random((SIZE, SIZE)),
+            np.zeros((SIZE, SIZE), bool),
+            probabilities,
+            0,
+        )
+    assert calls == []

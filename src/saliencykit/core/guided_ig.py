@@ -8,12 +8,17 @@ moves towards the input, never more than ``max_dist`` (a fraction of the path)
 away from the straight line, until the L1 distance to the input has shrunk by
 ``1/steps`` of the total. The path is sequential (each step needs the gradient
 at the point the previous step reached), so the method makes one model call per
-step; the NumPy work between calls is kept small: features equal to the
-baseline are dropped once, the quantile is one ``np.partition`` in the model's
-dtype, selections are 0/1 arithmetic masks (boolean indexing with irregular
-masks is several times slower), the L1 distance and the exclusions are updated
-incrementally, and the attribution once per step (the gradient is constant
-within a step).
+step; the NumPy work between calls is kept to a fixed number of in-place passes
+over the features, each step the same arithmetic as before (bit for bit):
+features equal to the baseline are dropped once; the quantile is the exact
+k-th smallest absolute gradient, found by :func:`_kth_smallest` (a sample
+brackets it, and only the few percent of values in the bracket are
+partitioned: several times cheaper than ``np.partition`` over all values);
+selections are 0/1 float masks used arithmetically (boolean indexing,
+``np.where`` and ``where=`` with irregular masks are several times slower than
+a plain pass); every feature-sized array is a buffer allocated once; and the
+attribution is updated once per step (the gradient is constant within a
+step).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ __all__ = ["GuidedIG", "guided_ig_path", "guided_ig_points"]
 
 #: Tolerance when comparing the reached and the target L1 distance (as the reference).
 EPSILON = 1e-9
+#: Values sampled by :func:`_kth_smallest` to bracket the k-th smallest.
+_SAMPLE_SIZE = 2048
 
 
 def guided_ig_path(
@@ -73,6 +80,52 @@ def guided_ig_path(
         return stop.value
 
 
+def _sample_positions(n: int) -> np.ndarray | None:
+    """Sorted positions of :func:`_kth_smallest`'s sample in an array of ``n`` values (None: too few values).
+
+    ``_SAMPLE_SIZE`` distinct positions drawn with a fixed seed: a random sample,
+    so that no structure of the values (colour channels, rows) biases it, and the
+    same sample every time, so that the work is deterministic.
+    """
+    if n <= 4 * _SAMPLE_SIZE:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, _SAMPLE_SIZE, replace=False))
+
+
+def _kth_smallest(values: np.ndarray, k: int, sample_positions: np.ndarray | None) -> Any:
+    """Returns ``np.partition(values, k)[k]`` (the same value), usually without partitioning ``values``.
+
+    The idea of Floyd and Rivest's selection: the sorted sample
+    ``values[sample_positions]`` brackets the k-th smallest value between two
+    sample values ``low <= high`` with a margin of 3.5 standard deviations of
+    the sample's rank; two comparisons count the values below ``low`` and
+    gather those in ``[low, high]`` (about 6% of them), and the answer is the
+    right order statistic of that band. When the counts show that the bracket
+    missed (rarely), the whole array is partitioned. The result is exact in
+    every case, ties included: the k-th smallest value is unique. Several
+    times faster than ``np.partition`` on 150,000 values.
+
+    Args:
+      values: a 1-D array without NaN.
+      k: ``0 <= k < len(values)``.
+      sample_positions: :func:`_sample_positions` of ``len(values)``.
+    """
+    if sample_positions is None:
+        return np.partition(values, k)[k]
+    n = len(values)
+    sample = np.sort(values[sample_positions])
+    m = len(sample)
+    fraction = k / (n - 1)
+    centre = round(fraction * (m - 1))
+    margin = int(3.5 * math.sqrt(m * fraction * (1 - fraction))) + 4
+    low, high = sample[max(centre - margin, 0)], sample[min(centre + margin, m - 1)]
+    n_below = int(np.count_nonzero(values < low))
+    band = np.compress((values >= low) & (values <= high), values)
+    if n_below <= k < n_below + len(band):
+        return np.partition(band, k - n_below)[k - n_below]
+    return np.partition(values, k)[k]
+
+
 def guided_ig_points(
     x_input: np.ndarray,
     x_baseline: np.ndarray,
@@ -100,15 +153,25 @@ def guided_ig_points(
     all_moving = len(moving) == len(x_input)
     diff = diff_full[moving]
     base, target = x_baseline[moving], x_input[moving]
-    x = base.copy()
     x_full = x_baseline.copy()
-    attr = np.zeros_like(x)
+    attr = np.zeros_like(base)
     # The reference takes the quantile over every feature, the non-moving ones
     # sorting last (infinite gradient). When the quantile falls among those (fewer
     # moving features than the fraction asks for: sparse inputs), every moving
     # feature that can still move is selected.
     quantile_index = int(math.floor(fraction * (len(x_input) - 1)))
     quantile_among_moving = quantile_index < len(moving)
+    # Buffers reused by every step (no feature-sized allocation in the loop). The
+    # point alternates between two buffers: the step's start stays in the other.
+    # Masks are 0/1 floats and selections arithmetic (x * (1 - m) + y * m, exact
+    # for 0/1): boolean indexing, np.where and where= with irregular masks are
+    # several times slower than a plain pass in NumPy.
+    x, x_start = base.copy(), np.empty_like(base)
+    x_max, gap, scratch = np.empty_like(base), np.empty_like(base), np.empty_like(base)
+    behind, selected = np.empty_like(base), np.empty_like(base)
+    excluded = np.empty(len(base), dtype=bool)
+    abs_grad = keyed = np.empty(0)
+    sample_positions = _sample_positions(len(base))
 
     for step in range(steps):
         if all_moving:
@@ -119,52 +182,76 @@ def guided_ig_points(
         if not all_moving:
             grad = grad[moving]
         # Kept in the model's dtype: exact, and half the memory traffic for float32.
-        abs_grad = np.abs(grad)
+        if abs_grad.dtype != grad.dtype or abs_grad.shape != grad.shape:
+            abs_grad, keyed = np.empty_like(grad), np.empty_like(grad)
+        np.abs(grad, out=abs_grad)
         largest = np.finfo(abs_grad.dtype).max
 
         alpha = (step + 1.0) / steps
         alpha_min = max(alpha - max_dist, 0.0)
         alpha_max = min(alpha + max_dist, 1.0)
-        x_max = base + diff * alpha_max
+        np.multiply(diff, alpha_max, out=x_max)
+        x_max += base  # base + diff * alpha_max
         l1_target = l1_total * (1 - (step + 1) / steps)
-        x_start = x.copy()
+        x, x_start = x_start, x
 
-        # Masks are 0/1 floats and selections are arithmetic (x * (1 - m) + y * m,
-        # exact for 0/1): boolean indexing with irregular masks is several times
-        # slower in NumPy.
-        # Features that fell behind alpha_min jump to x_min. Later iterations of
-        # this step only move features towards x_max, so none falls behind again.
-        behind = ((x - base) / diff < alpha_min).astype(np.float64)
-        x = x * (1 - behind) + (base + diff * alpha_min) * behind
-        l1_current = float(np.abs(x - target).sum())
+        # Features that fell behind alpha_min jump to x_min = base + diff * alpha_min:
+        # x = x_start * (1 - behind) + x_min * behind. Later iterations of this step
+        # only move features towards x_max, so none falls behind again.
+        np.subtract(x_start, base, out=scratch)
+        scratch /= diff
+        np.less(scratch, alpha_min, out=behind)
+        np.subtract(1.0, behind, out=x)
+        x *= x_start
+        np.multiply(diff, alpha_min, out=scratch)
+        scratch += base
+        scratch *= behind
+        x += scratch
+        np.subtract(x, target, out=scratch)
+        l1_current = float(np.abs(scratch, out=scratch).sum())
         # Features at x_max are out of the selection (the reference gives them an
         # infinite gradient so that they sort last in the quantile; `largest` here).
-        excluded = (x == x_max).astype(np.float64)
+        np.equal(x, x_max, out=excluded)
+        any_excluded = bool(excluded.any())
 
         while not math.isclose(l1_target, l1_current, rel_tol=EPSILON, abs_tol=EPSILON):
-            keyed = np.maximum(abs_grad, excluded.astype(abs_grad.dtype) * largest)
+            candidates = abs_grad
+            if any_excluded:
+                np.copyto(keyed, abs_grad)
+                np.copyto(keyed, largest, where=excluded)
+                candidates = keyed
+            threshold = largest
             if quantile_among_moving:
-                threshold = np.partition(keyed, quantile_index)[quantile_index]
-            else:
-                threshold = largest
+                threshold = _kth_smallest(candidates, quantile_index, sample_positions)
             if threshold < largest:
-                selected = (keyed <= threshold).astype(np.float64)
+                np.less_equal(candidates, threshold, out=selected)
             else:  # the quantile falls on an excluded entry: take every candidate
-                selected = 1 - excluded
-            gap_selected = float((np.abs(x - x_max) * selected).sum())
+                np.logical_not(excluded, out=selected)
+            np.subtract(x_max, x, out=gap)  # x_max - x; |x - x_max| is its absolute value
+            np.abs(gap, out=scratch)
+            scratch *= selected
+            gap_selected = float(scratch.sum())
             if gap_selected <= 0:
                 break  # nothing left to move (the reference would loop forever)
             gamma = (l1_current - l1_target) / gap_selected
             if gamma > 1.0:
                 # Moving the selection all the way is not enough: do it and repeat.
-                x = x * (1 - selected) + x_max * selected
-                excluded = np.maximum(excluded, selected)
+                np.subtract(1.0, selected, out=scratch)
+                x *= scratch
+                np.multiply(x_max, selected, out=scratch)
+                x += scratch  # x * (1 - selected) + x_max * selected
+                excluded |= selected.astype(bool)
+                any_excluded = True
                 l1_current -= gap_selected
             else:
-                x = x + (x_max - x) * gamma * selected
+                gap *= gamma
+                gap *= selected
+                x += gap  # x + (x_max - x) * gamma * selected
                 break
         # The gradient is constant within a step, so one update covers all moves.
-        attr += (x - x_start) * grad
+        np.subtract(x, x_start, out=scratch)
+        scratch *= grad
+        attr += scratch
 
     attribution[moving] = attr
     return attribution.reshape(shape)

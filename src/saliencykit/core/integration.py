@@ -14,6 +14,7 @@ from .base import MAX_MODEL_EVALUATIONS, check_int
 
 #: The reference library's rule: ``linspace(0, 1, n)`` with equal weights 1/n.
 LINSPACE = "linspace"
+#: The quadrature rules ``integration_rule`` accepts; ``"linspace"`` is the reference's.
 INTEGRATION_RULES = (
     LINSPACE,
     "riemann_left",

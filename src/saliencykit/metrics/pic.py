@@ -20,11 +20,16 @@ Usage (one saliency method over a data set):
 3. ``aggregate_individual_pic_results(results)`` for the data-set curve.
 
 Same API and the same numbers as ``saliency.metrics`` (PAIR's *saliency* 0.2.1),
-about twice as fast: each blurred image is triangulated once for all of its
-channels instead of once per channel, the blurred images and their WebP sizes
-are computed in threads (the WebP encoder releases the GIL), as many at once as
-memory allows, and the model can see the images in batches (``batch_size``;
-the default, like the reference, is one image per ``pred_func`` call).
+several times faster (``benchmarks/bench_pic.py``): each blurred image is
+triangulated once for all of its channels instead of once per channel, the
+triangulation's barycentric transforms are computed vectorised instead of by
+three LAPACK calls per triangle (:mod:`._barycentric`, bit-identical), the
+blurred images and their WebP sizes are computed in threads (Qhull and the WebP
+encoder release the GIL), as many at once as memory allows, and the model can see
+the images in batches (``batch_size``; the default, like the reference, is one
+image per ``pred_func`` call). SIC and AIC together:
+:func:`saliencykit.metrics.sic_aic.compute_pic_metrics` (one set of blurred
+images and model calls for both).
 
 The module's parts: the random mask, the blurred images, their memory
 estimate and errors are in :mod:`._blur`, the entropy (WebP size) in
@@ -136,32 +141,42 @@ def _check_thresholds(saliency_thresholds: Any) -> np.ndarray:
     return thresholds
 
 
-def _predict(pred_func: PredFunc, images: np.ndarray) -> np.ndarray:
-    """Calls ``pred_func`` on a batch and checks that it gave one finite number per image."""
-    predictions = np.asarray(pred_func(images))
+def _checked_predictions(values: Any, batch: int, source: str = "pred_func") -> np.ndarray:
+    """``values`` as a ``[batch]`` array of finite reals; ValueError/TypeError naming ``source`` otherwise."""
+    predictions = np.asarray(values)
     if predictions.ndim == 2 and predictions.shape[1] == 1:
         predictions = predictions[:, 0]
-    if predictions.shape != (len(images),):
+    if predictions.shape != (batch,):
         raise ValueError(
-            f"pred_func must return one prediction per image: expected shape ({len(images)},) "
-            f"for a batch of {len(images)}, got shape {predictions.shape}"
+            f"{source} must return one prediction per image: expected shape ({batch},) "
+            f"for a batch of {batch}, got shape {predictions.shape}"
         )
     if predictions.dtype.kind not in "biuf":
-        raise TypeError(f"pred_func must return real numbers, got dtype {predictions.dtype}")
+        raise TypeError(f"{source} must return real numbers, got dtype {predictions.dtype}")
     if predictions.dtype.kind in "biu":
         predictions = predictions.astype(np.float64)
     if not np.isfinite(predictions).all():
-        raise ValueError(f"pred_func returned NaN or inf: {predictions.tolist()}")
+        raise ValueError(f"{source} returned NaN or inf: {predictions.tolist()}")
     return predictions
 
 
-def _predict_in_batches(pred_func: PredFunc, images: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-    return np.concatenate(
-        [
-            _predict(pred_func, np.stack(images[start : start + batch_size]))
-            for start in range(0, len(images), batch_size)
-        ]
-    )
+def _predict(pred_func: PredFunc, images: np.ndarray) -> np.ndarray:
+    """Calls ``pred_func`` on a batch and checks that it gave one finite number per image."""
+    return _checked_predictions(pred_func(images), len(images))
+
+
+#: Several curves' predictions from one model call: a batch -> one checked ``[B]`` array per curve.
+_MultiPredict = Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+def _predict_in_batches(
+    predict: _MultiPredict, images: Sequence[np.ndarray], batch_size: int
+) -> list[np.ndarray]:
+    """Every curve's predictions on ``images``, at most ``batch_size`` images per call of ``predict``."""
+    batches = [
+        predict(np.stack(images[start : start + batch_size])) for start in range(0, len(images), batch_size)
+    ]
+    return [np.concatenate(column) for column in zip(*batches, strict=True)]
 
 
 def _interpolate_curve(x_points: np.ndarray, y_points: np.ndarray, x_new: np.ndarray) -> np.ndarray:
@@ -226,13 +241,15 @@ def compute_pic_metric(
     for the same inputs, and by default ``pred_func`` is called exactly as the
     reference calls it: on one image at a time, ``image[np.newaxis, ...]``
     (shape ``[1, H, W, C]``), in the same order (the original image, the fully
-    blurred one, then one per threshold). It is computed about twice as fast:
-    blurred images and their WebP sizes are computed in ``n_jobs`` threads, as
-    many at once as ``memory_limit`` allows. Opt in to batches with
-    ``batch_size`` (the original and the fully blurred image are still sent
-    alone, so that an image below ``min_pred_value`` costs one prediction and
-    nothing else). Predictions of a real model can differ in the last bits
-    between batch sizes.
+    blurred one, then one per threshold). It is computed several times faster:
+    one triangulation per blurred image for all channels, its barycentric
+    transforms vectorised, and the blurred images and their WebP sizes computed
+    in ``n_jobs`` threads, as many at once as ``memory_limit`` allows. Opt in to
+    batches with ``batch_size`` (the original and the fully blurred image are
+    still sent alone, so that an image below ``min_pred_value`` costs one
+    prediction and nothing else). Predictions of a real model can differ in the
+    last bits between batch sizes. For SIC and AIC together, see
+    :func:`saliencykit.metrics.sic_aic.compute_pic_metrics`.
 
     Everything that can be checked is checked before any work: shapes and
     dtypes, and the image's size (WebP encodes at most 16383 pixels per side).
@@ -288,6 +305,44 @@ def compute_pic_metric(
         or when memory runs out.
       PicInterpolationError: Qhull failed to triangulate a blurred image.
     """
+    arguments = _checked_arguments(
+        img, saliency_map, random_mask, saliency_thresholds, num_data_points, batch_size, n_jobs, memory_limit
+    )
+    if not callable(pred_func):
+        raise TypeError(f"pred_func must be callable, got {type(pred_func).__name__}")
+    min_pred_value = check_number("min_pred_value", min_pred_value)
+    (result,) = _pic_curves(
+        arguments, lambda images: [_predict(pred_func, images)], [min_pred_value], [""], keep_monotonous
+    )
+    if isinstance(result, ComputePicMetricError):  # never: one curve's error is raised at once
+        raise result
+    return result
+
+
+class _Arguments(NamedTuple):
+    """The checked arguments of a PIC computation (:func:`_checked_arguments`)."""
+
+    img: np.ndarray
+    saliency_map: np.ndarray
+    random_mask: np.ndarray
+    thresholds: np.ndarray
+    num_data_points: int
+    batch_size: int
+    n_jobs: int
+    memory_limit: int
+
+
+def _checked_arguments(
+    img: Any,
+    saliency_map: Any,
+    random_mask: Any,
+    saliency_thresholds: Any,
+    num_data_points: Any,
+    batch_size: Any,
+    n_jobs: Any,
+    memory_limit: Any,
+) -> _Arguments:
+    """The arguments of :func:`compute_pic_metric` checked (see its errors), with the defaults resolved."""
     img = np.asarray(img)
     if img.dtype != np.uint8:
         raise ImageDtypeError(
@@ -310,15 +365,42 @@ def compute_pic_metric(
     if not np.isfinite(saliency_map).all():
         raise ValueError("saliency_map must be finite, but it holds NaN or inf values")
     random_mask = _check_pixel_mask("random_mask", random_mask, img.shape)
-    if not callable(pred_func):
-        raise TypeError(f"pred_func must be callable, got {type(pred_func).__name__}")
     thresholds = _check_thresholds(saliency_thresholds)
-    min_pred_value = check_number("min_pred_value", min_pred_value)
-    num_data_points = check_int("num_data_points", num_data_points)
-    batch_size = len(thresholds) if batch_size is None else check_int("batch_size", batch_size)
-    n_jobs = default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs)
-    memory_limit = default_memory_limit() if memory_limit is None else check_int("memory_limit", memory_limit)
+    return _Arguments(
+        img,
+        saliency_map,
+        random_mask,
+        thresholds,
+        check_int("num_data_points", num_data_points),
+        len(thresholds) if batch_size is None else check_int("batch_size", batch_size),
+        default_n_jobs() if n_jobs is None else check_int("n_jobs", n_jobs),
+        default_memory_limit() if memory_limit is None else check_int("memory_limit", memory_limit),
+    )
 
+
+def _skip(errors: dict[int, str], labels: Sequence[str]) -> ComputePicMetricError:
+    """One error for curves that all skip the image: the message as it is for one curve, labelled for more."""
+    if len(labels) == 1:
+        return ComputePicMetricError(errors[0])
+    return ComputePicMetricError("; ".join(f"{labels[index]}: {errors[index]}" for index in sorted(errors)))
+
+
+def _pic_curves(
+    arguments: _Arguments,
+    predict: _MultiPredict,
+    min_pred_values: Sequence[float],
+    labels: Sequence[str],
+    keep_monotonous: bool,
+) -> list[PicMetricResult | ComputePicMetricError]:
+    """The PIC curves of one image for every column ``predict`` returns, from one set of blurred images.
+
+    The blurred images and their entropies are computed once; each model call
+    gives every curve its prediction (``predict`` returns one checked ``[B]``
+    array per curve). A curve that must skip the image gets its
+    :class:`ComputePicMetricError` in the list; when every curve must, that error
+    is raised, as soon as it is known (one curve: exactly as the reference).
+    """
+    img, saliency_map, random_mask, thresholds, num_data_points, batch_size, n_jobs, memory_limit = arguments
     # All quantiles at once: the same values as one np.quantile call per threshold.
     quantiles = np.quantile(saliency_map, 1 - thresholds)
     pixel_masks = [(saliency_map >= quantile) | random_mask for quantile in quantiles]
@@ -327,13 +409,19 @@ def compute_pic_metric(
     memory = [_blur_memory_estimate(height, width, channels, int(mask.sum())) for mask in pixel_masks]
     _check_memory(img.shape, max(memory), int(pixel_masks[-1].sum()))
 
-    original_pred = _predict(pred_func, img[np.newaxis])[0]
-    if original_pred < min_pred_value:
-        raise ComputePicMetricError(
-            "The model prediction score on the original image is lower than `min_pred_value`. Skip this"
-            " image or decrease the value of `min_pred_value` argument. min_pred_value ="
-            f" {min_pred_value}, the image prediction = {original_pred}."
-        )
+    errors: dict[int, str] = {}
+    original_preds = [column[0] for column in predict(img[np.newaxis])]
+    for index, (original_pred, min_pred_value) in enumerate(
+        zip(original_preds, min_pred_values, strict=True)
+    ):
+        if original_pred < min_pred_value:
+            errors[index] = (
+                "The model prediction score on the original image is lower than `min_pred_value`. Skip this"
+                " image or decrease the value of `min_pred_value` argument. min_pred_value ="
+                f" {min_pred_value}, the image prediction = {original_pred}."
+            )
+    if len(errors) == len(labels):
+        raise _skip(errors, labels)
 
     # The model is never called while the threads run: a framework's own threads
     # (PyTorch's OpenMP pool) slow down many times when they compete for the cores.
@@ -345,49 +433,59 @@ def compute_pic_metric(
         [(estimate_image_entropy, (img,)), (_blur_and_measure, (img, random_mask))],
         plan_n_jobs(first_memory, n_jobs, memory_limit),
     )
-    fully_blurred_pred = _predict(pred_func, fully_blurred_image[np.newaxis])[0]
+    fully_blurred_preds = [column[0] for column in predict(fully_blurred_image[np.newaxis])]
     if fully_blurred_entropy >= original_entropy:
         raise ComputePicMetricError(
             "The entropy in the completely blurred image is not lower than the entropy in the"
             " original image. Catch the error and exclude this image from evaluation. Blurred"
             f" entropy: {fully_blurred_entropy}, original entropy {original_entropy}"
         )
-    if fully_blurred_pred >= original_pred:
-        raise ComputePicMetricError(
-            "The model prediction score on the completely blurred image is not lower than the"
-            " score on the original image. Catch the error and exclude this image from the"
-            f" evaluation. Blurred score: {fully_blurred_pred}, original score {original_pred}"
-        )
+    for index, (blurred_pred, original_pred) in enumerate(
+        zip(fully_blurred_preds, original_preds, strict=True)
+    ):
+        if index not in errors and blurred_pred >= original_pred:
+            errors[index] = (
+                "The model prediction score on the completely blurred image is not lower than the"
+                " score on the original image. Catch the error and exclude this image from the"
+                f" evaluation. Blurred score: {blurred_pred}, original score {original_pred}"
+            )
+    if len(errors) == len(labels):
+        raise _skip(errors, labels)
     # The largest masks take longest to triangulate: start them first.
     jobs = [(_blur_and_measure, (img, pixel_mask)) for pixel_mask in reversed(pixel_masks)]
     n_threads = plan_n_jobs(memory, n_jobs, memory_limit)
     blurred_images, entropies = zip(*reversed(run_jobs(jobs, n_threads)), strict=True)
-    predictions = _predict_in_batches(pred_func, blurred_images, batch_size)
+    predictions = _predict_in_batches(predict, blurred_images, batch_size)
 
     normalized_entropy = np.clip(
         (np.asarray(entropies) - fully_blurred_entropy) / (original_entropy - fully_blurred_entropy), 0.0, 1.0
     )
-    normalized_pred = np.clip(
-        (predictions - fully_blurred_pred) / (original_pred - fully_blurred_pred), 0.0, 1.0
-    )
-    if keep_monotonous:
-        normalized_pred = np.maximum.accumulate(normalized_pred)
     entropy_points = np.concatenate([normalized_entropy, [0.0, 1.0]])
-    pred_points = np.concatenate([normalized_pred.astype(np.float64), [0.0, 1.0]])
-
     curve_x = np.linspace(0.0, 1.0, num=num_data_points, endpoint=False)
-    curve_y = _interpolate_curve(entropy_points, pred_points, curve_x)
-    curve_x = np.append(curve_x, 1.0)
-    curve_y = np.append(curve_y, 1.0)
-
-    return PicMetricResult(
-        curve_x=curve_x,
-        curve_y=curve_y,
-        blurred_images=[fully_blurred_image, *blurred_images, img],
-        predictions=[fully_blurred_pred, *predictions, original_pred],
-        thresholds=[0.0, *thresholds.tolist(), 1.0],
-        auc=_trapezoid(curve_y, curve_x),
-    )
+    results: list[PicMetricResult | ComputePicMetricError] = []
+    for index, column in enumerate(predictions):
+        if index in errors:
+            results.append(ComputePicMetricError(errors[index]))
+            continue
+        original_pred, fully_blurred_pred = original_preds[index], fully_blurred_preds[index]
+        normalized_pred = np.clip(
+            (column - fully_blurred_pred) / (original_pred - fully_blurred_pred), 0.0, 1.0
+        )
+        if keep_monotonous:
+            normalized_pred = np.maximum.accumulate(normalized_pred)
+        pred_points = np.concatenate([normalized_pred.astype(np.float64), [0.0, 1.0]])
+        curve_y = np.append(_interpolate_curve(entropy_points, pred_points, curve_x), 1.0)
+        results.append(
+            PicMetricResult(
+                curve_x=np.append(curve_x, 1.0),
+                curve_y=curve_y,
+                blurred_images=[fully_blurred_image, *blurred_images, img],
+                predictions=[fully_blurred_pred, *column, original_pred],
+                thresholds=[0.0, *thresholds.tolist(), 1.0],
+                auc=_trapezoid(curve_y, np.append(curve_x, 1.0)),
+            )
+        )
+    return results
 
 
 def aggregate_individual_pic_results(

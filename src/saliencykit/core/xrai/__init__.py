@@ -16,7 +16,8 @@ The package's parts:
 
 - :mod:`.segments`: regions as sorted flat pixel lists (:class:`SegmentPixels`)
   and the disk dilation of every segment of a label image at once;
-- :mod:`.felzenszwalb`: the default segmentation;
+- :mod:`.felzenszwalb`: the default segmentation (six scales, concurrently);
+- :mod:`.cache`: every :class:`XRAI` instance's cache of default segments, per image;
 - :mod:`.search`: the 'full' and 'fast' searches;
 - :mod:`.method`: the public classes :class:`XRAI`, :class:`XRAIParameters`,
   :class:`XRAIOutput`;
@@ -52,6 +53,7 @@ from .felzenszwalb import (
     _FELZENSZWALB_SCALE_VALUES,
     _FELZENSZWALB_SIGMA_VALUES,
     _normalize_image,
+    default_segmentation_workers,
     felzenszwalb_label_images,
 )
 from .method import XRAI, XRAIOutput, XRAIParameters, _logger
@@ -82,6 +84,7 @@ from .segments import (
     _index_dtype,
     _pixels_to_mask,
     _radix_order,
+    concatenate_segment_pixels,
     dilated_segment_pixels,
     segment_pixels_from_masks,
 )

@@ -27,16 +27,27 @@ from ..base import (
 )
 from ..integrated_gradients import IntegratedGradients
 from ..integration import LINSPACE
-from .felzenszwalb import _DEFAULT_DILATION_RADIUS, felzenszwalb_label_images
+from .cache import SegmentCache, image_key
+from .felzenszwalb import _DEFAULT_DILATION_RADIUS, LabelImagesJob, default_segmentation_workers
 from .reference_helpers import _xrai as _reference_full_search
 from .reference_helpers import _xrai_fast as _reference_fast_search
 from .search import FULL, XRAI_ALGORITHMS, _finish_search, xrai_fast_search, xrai_full_search
-from .segments import dilated_segment_pixels, segment_pixels_from_masks
+from .segments import (
+    SegmentPixels,
+    concatenate_segment_pixels,
+    dilated_segment_pixels,
+    segment_pixels_from_masks,
+)
 
 __all__ = ["XRAI", "XRAIOutput", "XRAIParameters"]
 
 #: The package's logger (``saliencykit.core.xrai``), as before the package split.
 _logger = logging.getLogger(__name__.rpartition(".")[0])
+
+
+def _dilated_segments(labels: np.ndarray) -> SegmentPixels:
+    """Every segment of one label image, dilated by XRAI's disk (on the thread that segmented it)."""
+    return dilated_segment_pixels([labels], _DEFAULT_DILATION_RADIUS)
 
 
 def _attribution_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -145,14 +156,55 @@ class XRAI(CoreSaliency):
     ``call_model_function`` must answer ``INPUT_OUTPUT_GRADIENTS`` (it is only
     called by Integrated Gradients, ``steps`` points per baseline in calls of
     at most ``batch_size``, and not at all when ``base_attribution`` is given).
+
+    XRAI's own time is mostly the default segmentation, which depends on the
+    image alone: it runs beside the model's IG calls (on one thread of its
+    own), or, when ``base_attribution`` is given, its six scales run
+    concurrently (:attr:`segmentation_threads`); and every instance keeps the
+    segments of the last few images it explained
+    (:class:`~saliencykit.core.xrai.cache.SegmentCache`: 8 images, 64 MB at
+    most), so explaining an image again (another class, other baselines, the
+    other algorithm) skips it. The results are the same in every case.
     """
 
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
     per_example_arguments = ("baselines", "segments", "base_attribution")
 
+    #: Threads for the six default segmentations when no model runs beside them
+    #: (``base_attribution`` given; see
+    #: :class:`~saliencykit.core.xrai.felzenszwalb.LabelImagesJob`); ``None``: one
+    #: per scale, at most one per CPU; 1: one after the other.
+    segmentation_threads: int | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self._integrated_gradients = IntegratedGradients()
+        self._segment_cache = SegmentCache()
+
+    @property
+    def _segments_cache(self) -> SegmentCache:
+        """This instance's :class:`SegmentCache` of default segments (made here for subclasses
+        whose ``__init__`` does not call this one's)."""
+        cache = self.__dict__.get("_segment_cache")
+        if cache is None:
+            cache = self._segment_cache = SegmentCache()
+        return cache
+
+    def _segmentation_threads(self, beside_model: bool) -> int:
+        """Threads for the default segmentations of one image.
+
+        Beside the model (while Integrated Gradients runs), one: the six
+        segmentations take a fraction of a second, the IG calls seconds, and
+        more threads would only compete with the model's own. Otherwise
+        :attr:`segmentation_threads` or one per scale, at most one per CPU;
+        0 (on the calling thread) when that is one.
+        """
+        if beside_model:
+            return 1
+        threads = self.segmentation_threads
+        if threads is None:
+            threads = default_segmentation_workers()
+        return threads if threads > 1 else 0
 
     def _get_integrated_gradients(
         self,
@@ -341,30 +393,52 @@ class XRAI(CoreSaliency):
                     f"base_attribution must be a real numeric array, got dtype {base_attribution.dtype}"
                 )
             x_baselines = None
-            ig_attributions: Any = base_attribution
-            attr = base_attribution
+            steps = 0
         else:
             steps = check_evaluation_count("extra_parameters.steps", params.steps)
-            _logger.debug("Computing IG...")
             x_baselines = self._make_baselines(x_float, baselines)
-            ig_attributions = []
-            for baseline in x_baselines:
-                attribution = yield from self._integrated_gradients._mask_steps(
-                    x_float, baseline, steps, LINSPACE
-                )
-                ig_attributions.append(attribution)
-            attr = np.mean(ig_attributions, axis=0)
-        if attr.ndim > 2:  # the reference's rule: the last axis of rank 3+ is channels
-            attr = attr.max(axis=-1)
-        if attr.dtype.kind == "f" and not np.isfinite(attr).all():
-            raise ValueError("The attribution (base_attribution or IG) holds NaN or inf values")
 
-        _logger.debug("Done with IG. Computing XRAI...")
-        if segments is not None:
-            segment_pixels = segment_pixels_from_masks(segments, attr.shape)
-        else:
-            label_images = felzenszwalb_label_images(x_array)
-            segment_pixels = dilated_segment_pixels(label_images, _DEFAULT_DILATION_RADIUS)
+        # The default segments depend on the image alone: from this instance's cache
+        # when the image was segmented before, else started now on threads of their
+        # own, so that they run beside the model's IG calls.
+        cache = self._segments_cache
+        cache_key = image_key(x_array) if segments is None else None
+        default_segments = None if cache_key is None else cache.get(cache_key)
+        label_job = None
+        if cache_key is not None and default_segments is None:
+            label_job = LabelImagesJob(
+                x_array, threads=self._segmentation_threads(x_baselines is not None), then=_dilated_segments
+            )
+        try:
+            if x_baselines is None:
+                assert base_attribution is not None
+                ig_attributions: Any = base_attribution
+                attr = base_attribution
+            else:
+                _logger.debug("Computing IG...")
+                ig_attributions = []
+                for baseline in x_baselines:
+                    attribution = yield from self._integrated_gradients._mask_steps(
+                        x_float, baseline, steps, LINSPACE
+                    )
+                    ig_attributions.append(attribution)
+                attr = np.mean(ig_attributions, axis=0)
+            if attr.ndim > 2:  # the reference's rule: the last axis of rank 3+ is channels
+                attr = attr.max(axis=-1)
+            if attr.dtype.kind == "f" and not np.isfinite(attr).all():
+                raise ValueError("The attribution (base_attribution or IG) holds NaN or inf values")
+
+            _logger.debug("Done with IG. Computing XRAI...")
+            if segments is not None:
+                segment_pixels = segment_pixels_from_masks(segments, attr.shape)
+            elif default_segments is not None:
+                segment_pixels = default_segments
+            else:
+                assert label_job is not None and cache_key is not None
+                segment_pixels = cache.put(cache_key, concatenate_segment_pixels(label_job.result()))
+        finally:
+            if label_job is not None:
+                label_job.cancel()  # a computation given up: no segmentation left queued
 
         if algorithm == FULL:
             search = xrai_full_search(attr, segment_pixels, area_threshold, min_pixel_diff)

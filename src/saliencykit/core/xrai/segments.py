@@ -20,7 +20,12 @@ import numpy as np
 
 from ..base import check_int
 
-__all__ = ["SegmentPixels", "dilated_segment_pixels", "segment_pixels_from_masks"]
+__all__ = [
+    "SegmentPixels",
+    "concatenate_segment_pixels",
+    "dilated_segment_pixels",
+    "segment_pixels_from_masks",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,6 +252,22 @@ def dilated_segment_pixels(label_images: Sequence[np.ndarray], dilation_radius: 
     indptr = np.zeros(n_masks + 1, dtype=index_dtype)
     np.cumsum(sizes, out=indptr[1:])
     return SegmentPixels((height, width), indptr, indices)
+
+
+def concatenate_segment_pixels(parts: Sequence[SegmentPixels]) -> SegmentPixels:
+    """The masks of every part, part after part, as one :class:`SegmentPixels` (same image shape).
+
+    ``dilated_segment_pixels(label_images, r)`` equals the concatenation of
+    ``dilated_segment_pixels([labels], r)`` for each of the label images, in
+    order (the masks come label image by label image).
+    """
+    image_shape = parts[0].image_shape
+    n_entries = sum(len(part.indices) for part in parts)
+    index_dtype = _index_dtype(math.prod(image_shape), n_entries)
+    indptr = np.zeros(sum(part.n_masks for part in parts) + 1, dtype=index_dtype)
+    np.cumsum(np.concatenate([part.sizes for part in parts]), out=indptr[1:], dtype=index_dtype)
+    indices = np.concatenate([part.indices for part in parts]).astype(index_dtype, copy=False)
+    return SegmentPixels(image_shape, indptr, indices)
 
 
 def _index_dtype(n_pixels: int, n_entries: int) -> np.dtype[Any]:
