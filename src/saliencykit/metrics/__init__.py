@@ -45,7 +45,14 @@ from .randomisation import (
     compute_model_randomisation,
 )
 from .robustness import InfidelityResult, SensitivityResult, infidelity, sensitivity_max
-from .sic_aic import compute_aic, compute_sic, make_aic_pred_func, make_sic_pred_func
+from .sic_aic import (
+    PicMetrics,
+    compute_aic,
+    compute_pic_metrics,
+    compute_sic,
+    make_aic_pred_func,
+    make_sic_pred_func,
+)
 
 __all__ = [
     "DEFAULT_SALIENCY_THRESHOLDS",
@@ -53,6 +60,7 @@ __all__ = [
     "DeletionInsertionResult",
     "InfidelityResult",
     "MapSimilarity",
+    "PicMetrics",
     "RandomisationResult",
     "SensitivityResult",
     "aggregate_deletion_insertion_results",
@@ -75,6 +83,7 @@ __all__ = [
     "aggregate_individual_pic_results",
     "compute_aic",
     "compute_pic_metric",
+    "compute_pic_metrics",
     "compute_sic",
     "create_blurred_image",
     "estimate_image_entropy",
