@@ -38,7 +38,10 @@ def png_header(width: int, height: int) -> bytes:
         (["explain", "notes.png"], ["expected an image file (PNG or JPEG)", "not an image"]),
         (["explain", "truncated.png"], ["cannot read the image 'truncated.png'"]),
         (["explain", "bomb.png"], ["refusing 'bomb.png'", "MAX_IMAGE_PIXELS", "decompression bomb"]),
-        (["explain", "--methods", "ig,saliency"], ["unknown method 'saliency'", "gradients, smoothgrad"]),
+        (
+            ["explain", "--methods", "ig,saliency"],
+            ["unknown method 'saliency'", "gradients, gradient-x-input, smoothgrad"],
+        ),
         (["explain", "--param", "ig.x_steps"], ["--param: expected METHOD.NAME=VALUE"]),
         (["explain", "--param", "ig.steps=5"], ["ig has no parameter 'steps'", "x_steps, batch_size"]),
         (["explain", "--param", "ig.x_steps=many"], ["expected an integer, got 'many'"]),
