@@ -341,3 +341,19 @@ def test_kth_smallest_falls_back_when_the_sample_misleads() -> None:
     values[positions] = 10 + np.arange(len(positions))
     for k in [0, 5000, n - 1]:
         assert guided_ig_module._kth_smallest(values, k, positions) == np.partition(values, k)[k]
+
+
+def test_the_model_inputs_are_never_overwritten() -> None:
+    """The path lives in reused buffers; every input handed to the model stays as it was."""
+    model = mlp((5, 4, 3), seed=8)
+    x_value = np.random.default_rng(9).random((5, 4, 3))  # float64: no conversion makes a copy
+    GuidedIG().GetMask(x_value, model, x_steps=6)
+    seen: list[np.ndarray] = []
+
+    def keeping_model(x_batch, call_model_args=None, expected_keys=None):
+        seen.append(x_batch)  # a reference, not a copy
+        return model(x_batch, call_model_args, expected_keys)
+
+    GuidedIG().GetMask(x_value, keeping_model, x_steps=6)
+    for kept, recorded in zip(seen, model.batches[:6], strict=True):
+        np.testing.assert_array_equal(kept, recorded)

@@ -8,17 +8,18 @@ moves towards the input, never more than ``max_dist`` (a fraction of the path)
 away from the straight line, until the L1 distance to the input has shrunk by
 ``1/steps`` of the total. The path is sequential (each step needs the gradient
 at the point the previous step reached), so the method makes one model call per
-step; the NumPy work between calls is kept to a fixed number of in-place passes
-over the features, each step the same arithmetic as before (bit for bit):
-features equal to the baseline are dropped once; the quantile is the exact
-k-th smallest absolute gradient, found by :func:`_kth_smallest` (a sample
-brackets it, and only the few percent of values in the bracket are
-partitioned: several times cheaper than ``np.partition`` over all values);
-selections are 0/1 float masks used arithmetically (boolean indexing,
-``np.where`` and ``where=`` with irregular masks are several times slower than
-a plain pass); every feature-sized array is a buffer allocated once; and the
-attribution is updated once per step (the gradient is constant within a
-step).
+step. The NumPy work between calls is a fixed number of in-place passes over
+the features, and every value is computed by the same floating-point
+operations as in a direct transcription of the algorithm (bit for bit: the
+tests compare the two): features equal to the baseline are dropped once; the
+quantile is the exact k-th smallest absolute gradient, found by
+:func:`_kth_smallest` (a sample brackets it and only the few percent of values
+in the bracket are partitioned: about 2.5 times cheaper than ``np.partition``
+over all values); selections are 0/1 float masks used arithmetically (boolean
+indexing, ``np.where`` and ``where=`` with irregular masks are several times
+slower than a plain pass); every feature-sized array is a buffer allocated
+once; and the attribution is updated once per step (the gradient is constant
+within a step).
 """
 
 from __future__ import annotations
@@ -102,8 +103,9 @@ def _kth_smallest(values: np.ndarray, k: int, sample_positions: np.ndarray | Non
     gather those in ``[low, high]`` (about 6% of them), and the answer is the
     right order statistic of that band. When the counts show that the bracket
     missed (rarely), the whole array is partitioned. The result is exact in
-    every case, ties included: the k-th smallest value is unique. Several
-    times faster than ``np.partition`` on 150,000 values.
+    every case, ties included: the k-th smallest value is unique. About 2.5
+    times faster than ``np.partition`` on the 150,528 gradients of a 224 x 224
+    x 3 image.
 
     Args:
       values: a 1-D array without NaN.
@@ -119,8 +121,11 @@ def _kth_smallest(values: np.ndarray, k: int, sample_positions: np.ndarray | Non
     centre = round(fraction * (m - 1))
     margin = int(3.5 * math.sqrt(m * fraction * (1 - fraction))) + 4
     low, high = sample[max(centre - margin, 0)], sample[min(centre + margin, m - 1)]
-    n_below = int(np.count_nonzero(values < low))
-    band = np.compress((values >= low) & (values <= high), values)
+    below = values < low
+    n_below = int(np.count_nonzero(below))
+    in_band = values <= high
+    in_band ^= below  # low <= value <= high
+    band = np.compress(in_band, values)
     if n_below <= k < n_below + len(band):
         return np.partition(band, k - n_below)[k - n_below]
     return np.partition(values, k)[k]
@@ -331,9 +336,9 @@ class GuidedIG(CoreSaliency):
         try:
             point = next(path)
             while True:
-                answer = yield Request(
-                    1, _fixed_inputs(point[None].astype(input_dtype, copy=False)), self.expected_keys
-                )
+                # A copy: the path's buffers are overwritten by the next steps, the
+                # model's inputs never are.
+                answer = yield Request(1, _fixed_inputs(point[None].astype(input_dtype)), self.expected_keys)
                 point = path.send(answer[INPUT_OUTPUT_GRADIENTS][0])
         except StopIteration as stop:
             return stop.value
