@@ -76,6 +76,7 @@ import numpy as np
 import torch
 
 import saliencykit.core as saliency
+from saliencykit.allocator import reuse_freed_memory
 from saliencykit.torch import make_call_model_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -541,6 +542,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)"
     )
     parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (default: saliencykit.allocator.reuse_freed_memory(), "
+        "as the saliencykit command does)",
+    )
+    parser.add_argument(
         "--wait-for-idle",
         type=float,
         default=0.0,
@@ -566,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if arguments.wait_for_idle > 0:
         wait_for_quiet_machine(IDLE_LOAD, arguments.wait_for_idle, poll_s=10.0, announce=False)
+    malloc_tuned = False if arguments.default_malloc else reuse_freed_memory()
     torch.set_num_threads(arguments.threads)
     device = torch.device(arguments.device)
     model = load_model().to(device)
@@ -617,6 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"images  : {', '.join(names[: len(PHOTOS)])}" + (", their flips and crops" if len(names) > 8 else "")
+    )
+    print(
+        "malloc  : "
+        + (
+            "large freed blocks kept for reuse (saliencykit.allocator.reuse_freed_memory)"
+            if malloc_tuned
+            else "the C library's default (--default-malloc, or not glibc)"
+        )
     )
     print(f"classes : {len(set(classes))} different top classes among the {len(images)} images")
     print(

@@ -23,12 +23,16 @@ reference alternate which runs first).
 
 Variants: vanilla gradients; SmoothGrad of vanilla gradients (nsamples=25; the
 reference makes one call per sample, ours with batch_size=25 one call, and with
-batch_size=1 the same 25 calls); Integrated Gradients (x_steps=25, batch_size 25
-and 1 for both); Blur IG at the defaults (max_sigma=50, steps=100, batch_size=1)
-and with batch_size=20 for both; Guided IG (x_steps=200, the default; 50 with
-``--quick``). The reference's Guided IG calls ``np.quantile(interpolation=...)``,
-removed in NumPy 2.4: the benchmark patches that module's ``np`` (only while the
-reference runs) so that ``interpolation=`` becomes ``method=``.
+batch_size=1 the same 25 calls; both with ``seed=None``, NumPy's global stream,
+as the reference; and ours with ``seed=0`` at batch_size 25 and 5, whose float32
+noise is cheaper to draw and, from the second call on, drawn beside the model:
+no parity verdict there, the noise differs from the reference's by design);
+Integrated Gradients (x_steps=25, batch_size 25 and 1 for both); Blur IG at the
+defaults (max_sigma=50, steps=100, batch_size=1) and with batch_size=20 for
+both; Guided IG (x_steps=200, the default; 50 with ``--quick``). The reference's
+Guided IG calls ``np.quantile(interpolation=...)``, removed in NumPy 2.4: the
+benchmark patches that module's ``np`` (only while the reference runs) so that
+``interpolation=`` becomes ``method=``.
 
 Parity on float32 inputs is limited by the model, not by the methods: a
 one-ulp change of some input values (the reference computes SmoothGrad's
@@ -197,6 +201,9 @@ class Case:
         image (untimed), judged against :data:`EXACT_PARITY_TOLERANCE`; for methods
         whose float32 parity is dominated by the model's sensitivity to one-ulp
         changes of its input (SmoothGrad, Blur IG).
+      other_noise: ours draws its own seeded noise (``seed=0``, float32), so the
+        masks differ from the reference's by design: no parity verdict (the
+        tests check the seeded stream); the row is there for its overhead.
     """
 
     method: str
@@ -207,6 +214,7 @@ class Case:
     speedup_target: float | None = None
     seeded: bool = False
     exact_parity: bool = False
+    other_noise: bool = False
 
 
 def build_cases(guided_ig_steps: int) -> list[Case]:
@@ -235,6 +243,24 @@ def build_cases(guided_ig_steps: int) -> list[Case]:
             overhead_target=0.03,
             seeded=True,
             exact_parity=True,
+        ),
+        Case(
+            "smoothgrad",
+            "SmoothGrad n=25, ours b=25 seed=0",
+            lambda x, f: ours.GradientSaliency().GetSmoothedMask(x, f, nsamples=25, batch_size=25, seed=0),
+            lambda x, f: reference.GradientSaliency().GetSmoothedMask(x, f, nsamples=25),
+            overhead_target=0.03,
+            seeded=True,
+            other_noise=True,
+        ),
+        Case(
+            "smoothgrad",
+            "SmoothGrad n=25, ours b=5 seed=0",
+            lambda x, f: ours.GradientSaliency().GetSmoothedMask(x, f, nsamples=25, batch_size=5, seed=0),
+            lambda x, f: reference.GradientSaliency().GetSmoothedMask(x, f, nsamples=25),
+            overhead_target=0.03,
+            seeded=True,
+            other_noise=True,
         ),
         Case(
             "ig",
@@ -381,7 +407,9 @@ def target_notes(result: Result) -> list[tuple[str, bool]]:
         notes.append((f"overhead<={case.overhead_target:.0%}", result.ours.overhead <= case.overhead_target))
     if case.speedup_target is not None:
         notes.append((f"speedup>={case.speedup_target:g}x", result.speedup >= case.speedup_target))
-    if result.exact_parity is None:
+    if case.other_noise:
+        pass
+    elif result.exact_parity is None:
         notes.append((f"parity<={PARITY_TOLERANCE:g}", result.parity <= PARITY_TOLERANCE))
     else:
         notes.append(

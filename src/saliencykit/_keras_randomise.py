@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _adapter
 from ._keras_state import _all_layers
-from .metrics.randomisation import RANDOMISATION_MODES, _base_seed, _layer_seed
+from .metrics.randomisation import _base_seed, _check_mode, _layer_seed
 
 __all__ = ["randomisation_layers", "randomised_copy", "randomised_models"]
 
@@ -200,8 +200,7 @@ def randomised_models(
       TypeError, ValueError: at once, for a bad model, layer, mode or seed.
     """
     _check_model(model)
-    if mode not in RANDOMISATION_MODES:
-        raise ValueError(f"mode must be one of {RANDOMISATION_MODES}, got {mode!r}")
+    _check_mode(mode)
     chosen = _find(model, randomisation_layers(model) if layers is None else layers)
     base = _base_seed(seed)
     return _steps(model, chosen, mode, base)

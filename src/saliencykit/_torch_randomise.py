@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import _adapter
-from .metrics.randomisation import RANDOMISATION_MODES, _base_seed, _layer_seed
+from .metrics.randomisation import _base_seed, _check_mode, _layer_seed
 
 __all__ = ["randomisation_layers", "randomised_copy", "randomised_models"]
 
@@ -173,8 +173,7 @@ def randomised_models(
       TypeError, ValueError: at once, for a bad model, layer, mode or seed.
     """
     _check_model(model)
-    if mode not in RANDOMISATION_MODES:
-        raise ValueError(f"mode must be one of {RANDOMISATION_MODES}, got {mode!r}")
+    _check_mode(mode)
     names = _layer_names(model, randomisation_layers(model) if layers is None else layers)
     base = _base_seed(seed)
     return _steps(model, names, mode, base)

@@ -24,9 +24,10 @@ MODULES = {
     "saliencykit.keras": "api/keras.html",
     "saliencykit.jax": "api/jax.html",
     "saliencykit.runs": "api/runs.html",
+    "saliencykit.allocator": "api/runs.html",
 }
 #: Modules whose import needs no deep-learning framework.
-LIGHT_MODULES = ("saliencykit.core", "saliencykit.metrics", "saliencykit.runs")
+LIGHT_MODULES = ("saliencykit.core", "saliencykit.metrics", "saliencykit.runs", "saliencykit.allocator")
 
 
 def package() -> Any:

@@ -94,10 +94,6 @@ __all__ = [
     "scalar_outputs",
 ]
 
-# --------------------------------------------------------------------------
-# The base class.
-# --------------------------------------------------------------------------
-
 
 class CoreSaliency:
     """Base class of every saliency method. Alone, it computes nothing.

@@ -249,6 +249,12 @@ def _check_names(names: list[str], n_randomised: int) -> None:
         )
 
 
+def _check_mode(mode: Any) -> None:
+    """Raise ``ValueError`` unless ``mode`` is one of :data:`RANDOMISATION_MODES`."""
+    if mode not in RANDOMISATION_MODES:
+        raise ValueError(f"mode must be one of {RANDOMISATION_MODES}, got {mode!r}")
+
+
 def _base_seed(seed: Any) -> int:
     """The randomised models' seed: ``seed`` checked, or fresh entropy for ``None``."""
     if seed is None:

@@ -51,6 +51,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..allocator import reuse_freed_memory
 from .engines import RAY_INSTALL, EngineUnavailableError, ModelSpec, WorkItem, WorkResult
 from .local import DEFAULT_IMAGES_PER_BATCH, LocalEngine, one_line_error
 
@@ -131,6 +132,7 @@ class ExplainActor:
     """
 
     def __init__(self, spec: ModelSpec, batch_size: int, crash_marker: str | None = None) -> None:
+        reuse_freed_memory()  # the worker's process is the run's own, as the CLI's is
         self.batch_size = batch_size
         self.crash_marker = crash_marker
         self.engine = LocalEngine()
