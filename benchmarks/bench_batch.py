@@ -35,17 +35,20 @@ loop, ratio >= 1.0, for every method on this CPU. On a GPU the issue asks IG
 ``--device cuda`` run with ``--n-images 64`` and ``--steps 25``.
 
 The gain on a CPU comes from fewer calls (each with its fixed cost: autograd
-set-up, hooks, conversions) and from fuller batches where one image sends
-fewer inputs than ``batch_size`` (vanilla gradients, Grad-CAM, Guided Backprop:
-one input per image; Guided IG: one per step). Fuller is not always faster: on
-the 2-core CPU this was written on, a forward and backward pass of this model
-costs about 41 ms per input one at a time, 23-25 ms from 8 to 16 inputs per
-call, and 35-42 ms at 24-32 (the activations outgrow the caches). So the
-default ``--batch-size`` is 16: with 32, the batch path's calls of 32 ran IG,
-SmoothGrad and Blur IG about 2x slower than the loop's calls of 10 (one
-image's path). Methods whose images already fill their calls (IG with
-x_steps = batch_size) gain little. XRAI's time is mostly its segmentation and
-search, which the batch does not change.
+set-up, hooks, conversions) and from fuller batches where one image sends fewer
+inputs than ``batch_size`` (vanilla gradients, Grad-CAM, Guided Backprop: one
+input per image; Guided IG: one per step). Fuller is not always faster. With
+glibc's default ``malloc``, every activation above 32 MiB is mapped afresh and
+faulted in at each call: on the 2-core CPU this was written on, a forward and
+backward pass of this model cost 25-35 ms per input in calls of 8-10 inputs and
+41-58 ms in calls of 16-25. The script therefore first calls
+``saliencykit.allocator.reuse_freed_memory()``, as the ``saliencykit`` command
+does (``--default-malloc`` leaves malloc alone): then 25-29 ms per input from 8
+to 25, and both paths run about 1.3x faster. Even so a call of 16 costs a little
+more per input than one of 9 on that CPU, so methods whose images already fill
+their calls (IG, SmoothGrad, Blur IG, Occlusion) come out level with the loop
+(0.96-1.00x at ``--batch-size`` 16 or 10, 16 images, 25 steps). XRAI's time is
+mostly its segmentation and search, which the batch does not change.
 
 How to run
 ----------
