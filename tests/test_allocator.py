@@ -1,7 +1,7 @@
 """saliencykit.allocator: large freed blocks kept for reuse, only where asked.
 
-Each check runs in a fresh Python process, since the setting is process-wide
-and cannot be undone: the test process itself is never changed.
+The setting is process-wide and cannot be undone, so each check of its effect
+runs in a fresh Python process.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ A model call on the CPU allocates its activations afresh each time. glibc's
 default) with a new ``mmap`` and returns it with ``munmap`` when the tensor is
 freed, so the next call touches, faults in and zero-fills the same memory
 again. The cost grows with the batch: on the 2-core machine this was written
-on, EfficientNet-Lite0's forward and backward pass cost 25 ms per input in
-calls of 8 to 10 inputs and 41-51 ms per input in calls of 16 to 25, so a
-batch of many images ran slower than a loop over the images. With the
-freed blocks kept for reuse the cost per input stays about 25-27 ms up to
-25 inputs per call (``benchmarks/bench_batch.py --default-malloc`` shows the
+on, EfficientNet-Lite0's forward and backward pass cost 25-35 ms per input in
+calls of 8 to 10 inputs and 41-58 ms per input in calls of 16 to 25, so a
+batch of many images ran slower than a loop over the images. With the freed
+blocks kept for reuse the cost per input stays about 25-29 ms from 8 to 25
+inputs per call (``benchmarks/bench_batch.py --default-malloc`` shows the
 difference).
 
 :func:`reuse_freed_memory` changes a process-wide setting of the C library,
