@@ -74,7 +74,18 @@ def test_other_platforms_are_left_alone() -> None:
 def test_the_command_line_asks_for_it_and_the_library_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
     monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append(True) or True)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
     cli._calm_libraries()
+    assert calls == [True]
+    # A user's own malloc settings are left as they are.
+    for name, value in (
+        ("MALLOC_MMAP_THRESHOLD_", "65536"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0"),
+    ):
+        with monkeypatch.context() as scoped:
+            scoped.setenv(name, value)
+            cli._calm_libraries()
     assert calls == [True]
     # The library never reaches for it: importing it and running a method does
     # not even load the module (the runs package loads it for its Ray workers only).

@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from .. import __version__
@@ -89,15 +89,26 @@ def _calm_libraries() -> None:
     always for the ``saliencykit`` command and ``python -m saliencykit``.
 
     It also keeps large freed blocks in the process for reuse
-    (:func:`saliencykit.allocator.reuse_freed_memory`): batched model calls on
-    the CPU then no longer fault in their activations afresh each call.
+    (:func:`saliencykit.allocator.reuse_freed_memory`), unless the user set
+    glibc's malloc thresholds (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``glibc.malloc.*`` in ``GLIBC_TUNABLES``):
+    batched model calls on the CPU then no longer fault in their activations
+    afresh each call.
     """
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines, on stderr
-    reuse_freed_memory()
+    if not _user_tuned_malloc(os.environ):
+        reuse_freed_memory()
+
+
+def _user_tuned_malloc(environment: Mapping[str, str]) -> bool:
+    """Whether the user set glibc's malloc thresholds themselves (then the command leaves them)."""
+    return any(
+        name in environment for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ) or "glibc.malloc." in environment.get("GLIBC_TUNABLES", "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,12 +55,7 @@ def plot_pic_curves(
         raise ValueError("curves must hold at least one curve, got none")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5))
-    for label, result in curves.items():
-        curve_x, curve_y = np.asarray(result.curve_x), np.asarray(result.curve_y)
-        if curve_x.shape != curve_y.shape:
-            raise ValueError(f"curve {label!r}: curve_x has shape {curve_x.shape}, curve_y {curve_y.shape}")
-        legend = f"{label}, AUC={result.auc:.3f}" if label else f"AUC={result.auc:.3f}"
-        ax.plot(curve_x, curve_y, label=legend)
+    _plot_curves_with_auc(ax, curves)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.05)
     ax.set_xlabel("Normalized entropy (unblurred amount)")
@@ -70,6 +65,20 @@ def plot_pic_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return ax
+
+
+def _plot_curves_with_auc(ax: Any, curves: Mapping[str, Any]) -> None:
+    """Draws each ``{label: result}`` curve (``curve_x``, ``curve_y``) with its AUC in the legend.
+
+    Raises:
+      ValueError: a curve's x and y differ in shape.
+    """
+    for label, result in curves.items():
+        curve_x, curve_y = np.asarray(result.curve_x), np.asarray(result.curve_y)
+        if curve_x.shape != curve_y.shape:
+            raise ValueError(f"curve {label!r}: curve_x has shape {curve_x.shape}, curve_y {curve_y.shape}")
+        legend = f"{label}, AUC={result.auc:.3f}" if label else f"AUC={result.auc:.3f}"
+        ax.plot(curve_x, curve_y, label=legend)
 
 
 def _pyplot(caller: str) -> Any:
@@ -117,12 +126,7 @@ def plot_deletion_insertion_curves(
     (kind,) = kinds
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5))
-    for label, result in curves.items():
-        curve_x, curve_y = np.asarray(result.curve_x), np.asarray(result.curve_y)
-        if curve_x.shape != curve_y.shape:
-            raise ValueError(f"curve {label!r}: curve_x has shape {curve_x.shape}, curve_y {curve_y.shape}")
-        legend = f"{label}, AUC={result.auc:.3f}" if label else f"AUC={result.auc:.3f}"
-        ax.plot(curve_x, curve_y, label=legend)
+    _plot_curves_with_auc(ax, curves)
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel(f"Fraction of pixels {'deleted' if kind == 'deletion' else 'inserted'}")
     ax.set_ylabel(ylabel)
