@@ -457,3 +457,31 @@ def relative_l2_error(ours: np.ndarray, theirs: np.ndarray) -> float:
     """``||ours - theirs|| / ||theirs||`` (Euclidean norms over all elements)."""
     scale = float(np.linalg.norm(theirs))
     return float(np.linalg.norm(ours - theirs)) / (scale if scale > 0 else 1.0)
+
+
+#: ``--prefetch`` of the benchmarks: what each choice sets ``core.scheduler.PREFETCH_INPUTS`` to.
+PREFETCH_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
+
+def add_prefetch_argument(parser: Any) -> None:
+    """Adds ``--prefetch auto|on|off`` (building the next call's inputs beside the model) to ``parser``."""
+    parser.add_argument(
+        "--prefetch",
+        choices=list(PREFETCH_CHOICES),
+        default="auto",
+        help="build the next call's inputs on a worker thread while the model runs: auto (the library's "
+        "default: only when the first call leaves a CPU idle), on (always) or off (never)",
+    )
+
+
+def apply_prefetch(choice: str) -> str:
+    """Sets the scheduler's ``PREFETCH_INPUTS`` for ``choice``; returns a header line saying so."""
+    from saliencykit.core import scheduler
+
+    scheduler.PREFETCH_INPUTS = PREFETCH_CHOICES[choice]
+    meaning = {
+        "auto": "only where the first call leaves a CPU idle (the default)",
+        "on": "always (--prefetch on)",
+        "off": "never (--prefetch off)",
+    }[choice]
+    return f"prefetch: next call's inputs built beside the model {meaning}"

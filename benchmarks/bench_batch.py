@@ -21,34 +21,52 @@ For each method, in the same run, with the same parameters and batch size:
 - batch: one ``method.GetMaskBatch(images, f, classes, batch_size=B, ...)``
   (SmoothGrad: ``GetSmoothedMaskBatch(..., seed=[0] * N)``, the same noise).
 
-The table shows each path's wall time, model calls (and the inputs in them),
-images per second, the ratio loop / batch of the wall times (> 1: the batch
-is faster; with ``--repeat R`` the median of the R paired ratios, the two
-paths alternating which runs first) and parity: the largest, over images, of
-``max|batch - loop| / max|loop|`` (the model sees other batches, so float32
-rounding differs; Guided IG and XRAI, whose paths and segment choices follow
-the gradients, amplify it).
+The table shows each path's wall time, the ratio loop / batch of the wall
+times (> 1: the batch is faster; with ``--repeat R`` the median of the R
+paired ratios, the two paths alternating which runs first), its range over
+the pairs, the ratio of the fastest runs, the ratio the call counts predict
+("expected", below), model calls and the inputs in them, images per second,
+seconds inside the model function and outside it (the library's own work),
+and parity: the largest, over images, of ``max|batch - loop| / max|loop|``
+(the model sees other batches, so float32 rounding differs; Guided IG, whose
+path follows the order of the gradients, turns that into other paths: a
+GetMask of one image alone and the same image in a call padded with 15 others
+differ by about 0.3 of the map's maximum too).
 
 Target (PASS/FAIL beside each row): the batch path is never slower than the
 loop, ratio >= 1.0, for every method on this CPU. On a GPU the issue asks IG
 (25 steps) with N = 64 to reach >= 3x the loop; that target applies only to a
 ``--device cuda`` run with ``--n-images 64`` and ``--steps 25``.
 
-The gain on a CPU comes from fewer calls (each with its fixed cost: autograd
-set-up, hooks, conversions) and from fuller batches where one image sends fewer
-inputs than ``batch_size`` (vanilla gradients, Grad-CAM, Guided Backprop: one
-input per image; Guided IG: one per step). Fuller is not always faster. With
-glibc's default ``malloc``, every activation above 32 MiB is mapped afresh and
-faulted in at each call: on the 2-core CPU this was written on, a forward and
-backward pass of this model cost 25-35 ms per input in calls of 8-10 inputs and
-41-58 ms in calls of 16-25. The script therefore first calls
+Where a gain on a CPU can come from: each call has a fixed cost (autograd
+set-up, hooks, conversions; "expected" fits it on calls of 1 and
+``batch_size`` inputs: about 10-13 ms + 26-29 ms per input for this model on
+2 cores, flat per input from 4 to 32 inputs), so the batch saves one fixed cost
+per call it does not make. Where one image sends fewer inputs than
+``batch_size`` (vanilla gradients, Grad-CAM, Guided Backprop: one input per
+image; Guided IG: one per step) that is most of the time, and the batch was
+1.4-1.8x faster (32 images, three paired runs). Where the loop already fills its calls (IG, SmoothGrad, Blur
+IG, Occlusion, XRAI: 25 inputs per image, or 50) the batch makes 50 calls of 16
+where the loop makes 64 of 16 and 9: 0.6% of the model's time, which is all
+the batch can gain there. On the 2-core machine this was written on, the same
+work took from 4.1 s to 7.5 s from one run to the next, so those rows land
+anywhere from about 0.9x to 1.1x in one run, and a median of three pairs
+still moves by a few percent (0.96-1.02x in the last full run): the
+"expected" column shows what the noise hides.
+
+Two settings of the process matter more than the batch. With glibc's
+default ``malloc``, every activation above 32 MiB is mapped afresh and
+faulted in at each call (41-58 ms per input in calls of 16-25 inputs, against
+25-35 in calls of 8-10): the script therefore first calls
 ``saliencykit.allocator.reuse_freed_memory()``, as the ``saliencykit`` command
-does (``--default-malloc`` leaves malloc alone): then 25-29 ms per input from 8
-to 25, and both paths run about 1.3x faster. Even so a call of 16 costs a little
-more per input than one of 9 on that CPU, so methods whose images already fill
-their calls (IG, SmoothGrad, Blur IG, Occlusion) come out level with the loop
-(0.96-1.00x at ``--batch-size`` 16 or 10, 16 images, 25 steps). XRAI's time is
-mostly its segmentation and search, which the batch does not change.
+does (``--default-malloc`` leaves malloc alone), and both paths run about
+1.3x faster. And the next call's inputs built on a worker thread while a
+model computes on every core slow the model down: the library does that only
+where the first call leaves a CPU idle (``--prefetch auto``, the default; see
+``saliencykit.core.scheduler.PREFETCH_INPUTS``). With ``--prefetch on`` the
+batch, which builds ahead before every call where the loop builds ahead only
+within each image, came out 4-6% slower than the loop for SmoothGrad in four
+full runs; with the default it was 1.02x.
 
 How to run
 ----------
@@ -72,6 +90,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +104,8 @@ from saliencykit.torch import make_call_model_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402 (the benchmarks folder is not a package)
     IMAGE_SIZE,
+    add_prefetch_argument,
+    apply_prefetch,
     environment_header,
     load_footer,
     load_model,
@@ -382,6 +403,10 @@ class Result:
     def wall(self, path: str) -> float:
         return median([run.wall for run in getattr(self, path)])
 
+    def outside_model(self, path: str) -> float:
+        """Median seconds of a run spent outside the model function (the library's own work)."""
+        return median([run.wall - run.model_seconds for run in getattr(self, path)])
+
     def images_per_second(self, path: str) -> float:
         return self.n_images / self.wall(path)
 
@@ -389,6 +414,12 @@ class Result:
     def ratio(self) -> float:
         """Median over repeats of loop wall / batch wall (runs next to each other in time)."""
         return median([loop.wall / batch.wall for loop, batch in zip(self.loop, self.batch, strict=True)])
+
+    @property
+    def ratio_range(self) -> tuple[float, float]:
+        """The lowest and highest paired ratio: how far this machine's noise moves one comparison."""
+        ratios = [loop.wall / batch.wall for loop, batch in zip(self.loop, self.batch, strict=True)]
+        return min(ratios), max(ratios)
 
     @property
     def best_ratio(self) -> float:
@@ -453,6 +484,41 @@ def warm_up(call: CountingCall, images: np.ndarray, classes: list[int], batch_si
     call.reset()
 
 
+@dataclass(frozen=True)
+class CallCost:
+    """The model's cost of one gradient call of ``n`` inputs, fitted as ``per_call + per_input * n``."""
+
+    per_call: float
+    per_input: float
+
+    def seconds(self, calls: int, inputs: int) -> float:
+        return self.per_call * calls + self.per_input * inputs
+
+    def expected_ratio(self, loop: Run, batch: Run) -> float:
+        """Loop / batch model time that the call and input counts alone predict."""
+        return self.seconds(loop.calls, loop.inputs) / self.seconds(batch.calls, batch.inputs)
+
+
+def fit_call_cost(
+    call: CountingCall, images: np.ndarray, classes: list[int], batch_size: int, repeat: int = 3
+) -> CallCost:
+    """Times gradient calls of 1 and of ``batch_size`` inputs (fastest of ``repeat``) and fits a line.
+
+    With a cost flat per input, the only model time a batch saves is ``per_call``
+    for each call it does not make: the "expected" column of the table.
+    """
+    size = max(2, batch_size)
+    walls = {}
+    for n in (1, size):
+        batch = np.resize(images, (n, *images.shape[1:]))
+        targets = np.resize(np.asarray(classes), n)
+        args, keys = {"target": targets}, [saliency.INPUT_OUTPUT_GRADIENTS]
+        walls[n] = min(time_call(partial(call, batch, args, keys))[1] for _ in range(repeat))
+    call.reset()
+    per_input = max(0.0, (walls[size] - walls[1]) / (size - 1))
+    return CallCost(max(0.0, walls[1] - per_input), per_input)
+
+
 # --------------------------------------------------------------------------
 # Report.
 # --------------------------------------------------------------------------
@@ -470,15 +536,16 @@ def target_of(result: Result, device: str, steps: int) -> tuple[str, float]:
     return f"loop/batch>={minimum:g}", minimum
 
 
-def print_table(results: list[Result], device: str, steps: int) -> bool:
+def print_table(results: list[Result], device: str, steps: int, cost: CallCost) -> bool:
     """Prints the comparison table; returns whether every target passed."""
     header = (
-        f"{'method':26s} {'loop s':>8s} {'batch s':>8s} {'loop/batch':>10s} {'best':>6s} {'calls':>11s} "
-        f"{'inputs':>11s} {'images/s':>13s} {'model s':>13s} {'parity':>8s}  target"
+        f"{'method':26s} {'loop s':>8s} {'batch s':>8s} {'loop/batch':>10s} {'range':>11s} {'best':>6s} "
+        f"{'expected':>8s} {'calls':>11s} "
+        f"{'inputs':>11s} {'images/s':>13s} {'model s':>13s} {'outside s':>11s} {'parity':>8s}  target"
     )
     subheader = (
-        f"{'':26s} {'':>8s} {'':>8s} {'':>10s} {'':>6s} {'loop/batch':>11s} {'loop/batch':>11s} "
-        f"{'loop/batch':>13s} {'loop/batch':>13s}"
+        f"{'':26s} {'':>8s} {'':>8s} {'':>10s} {'':>11s} {'':>6s} {'':>8s} {'loop/batch':>11s} "
+        f"{'loop/batch':>11s} {'loop/batch':>13s} {'loop/batch':>13s} {'loop/batch':>11s}"
     )
     print(header)
     print(subheader)
@@ -489,15 +556,18 @@ def print_table(results: list[Result], device: str, steps: int) -> bool:
         passed = result.ratio >= minimum
         all_passed &= passed
         loop, batch = result.loop[0], result.batch[0]
+        low, high = result.ratio_range
         loop_model = median([run.model_seconds for run in result.loop])
         batch_model = median([run.model_seconds for run in result.batch])
         print(
             f"{result.case.label:26s} {result.wall('loop'):8.2f} {result.wall('batch'):8.2f} "
-            f"{result.ratio:9.2f}x {result.best_ratio:5.2f}x {loop.calls:>5d}/{batch.calls:<5d} "
+            f"{result.ratio:9.2f}x {low:5.2f}-{high:<5.2f} {result.best_ratio:5.2f}x "
+            f"{cost.expected_ratio(loop, batch):7.3f}x {loop.calls:>5d}/{batch.calls:<5d} "
             f"{loop.inputs:>5d}/{batch.inputs:<5d} "
             f"{result.images_per_second('loop'):6.2f}/{result.images_per_second('batch'):<6.2f} "
-            f"{loop_model:6.1f}/{batch_model:<6.1f} {result.parity:8.1e}  {label} {verdict(passed)}"
-            + ("  noisy" if result.noisy else "")
+            f"{loop_model:6.1f}/{batch_model:<6.1f} "
+            f"{result.outside_model('loop'):5.2f}/{result.outside_model('batch'):<5.2f} "
+            f"{result.parity:8.1e}  {label} {verdict(passed)}" + ("  noisy" if result.noisy else "")
         )
     for result in results:
         if result.parity > PARITY_NOTE:
@@ -541,6 +611,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="8 images, 10 steps, 8 samples (each unless given)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    add_prefetch_argument(parser)
     parser.add_argument(
         "--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)"
     )
@@ -574,6 +645,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    prefetch_line = apply_prefetch(arguments.prefetch)
     if arguments.wait_for_idle > 0:
         wait_for_quiet_machine(IDLE_LOAD, arguments.wait_for_idle, poll_s=10.0, announce=False)
     malloc_tuned = False if arguments.default_malloc else reuse_freed_memory()
@@ -597,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     call = CountingCall(adapter)
     warm_up(call, images, classes, arguments.batch_size)
+    cost = fit_call_cost(call, images, classes, arguments.batch_size)
     cases = build_cases(
         arguments.methods,
         arguments.steps,
@@ -611,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in environment_header():
         print(line)
+    print(prefetch_line)
     gpu = torch.cuda.is_available()
     print(
         f"GPU     : {torch.cuda.get_device_name(0) if gpu else 'none on this machine'}"
@@ -640,7 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"classes : {len(set(classes))} different top classes among the {len(images)} images")
     print(
         "ratio = loop wall / batch wall (> 1: the batch is faster), the median of the paired repeats (the "
-        "target's); best = fastest loop / fastest batch; noisy: a path's repeats spread by more than 10%"
+        "target's); range = the lowest and highest paired ratio; best = fastest loop / fastest batch; "
+        "noisy: a path's repeats spread by more than 10%"
+    )
+    print(
+        f"expected = the loop / batch model time its calls and inputs predict, from a gradient call "
+        f"costing {1000 * cost.per_call:.1f} ms + {1000 * cost.per_input:.1f} ms per input (fitted on "
+        f"calls of 1 and {max(2, arguments.batch_size)}; cost flat per input)"
     )
     print("parity = max over images of max|batch - loop| / max|loop|\n")
 
@@ -654,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print()
-    all_passed = print_table(results, str(device), arguments.steps)
+    all_passed = print_table(results, str(device), arguments.steps, cost)
     print(load_footer(arguments.threads))
     print(f"all targets: {verdict(all_passed)}")
     return 0 if all_passed else 1

@@ -109,6 +109,8 @@ from _common import (  # noqa: E402 (the benchmarks folder is not a package)
     DEFAULT_CLASS_INDEX,
     ReplayCallModel,
     TimedCallModel,
+    add_prefetch_argument,
+    apply_prefetch,
     environment_header,
     load_footer,
     load_image,
@@ -579,6 +581,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the median is reported")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    add_prefetch_argument(parser)
     parser.add_argument(
         "--blas-threads",
         type=int,
@@ -607,6 +610,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    prefetch_line = apply_prefetch(arguments.prefetch)
     if arguments.wait_for_idle > 0:
         wait_for_quiet_machine(IDLE_LOAD, arguments.wait_for_idle, poll_s=10.0, announce=False)
     torch.set_num_threads(arguments.threads)
@@ -624,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     print("saliencykit.core vs reference saliency.core, EfficientNet-Lite0 on chelsea() 224x224")
     for line in environment_header():
         print(line)
+    print(prefetch_line)
     print(
         f"model   : top class {class_index} (p={probability:.2f}); explaining logit {DEFAULT_CLASS_INDEX}; "
         f"repeat {arguments.repeat} (medians){'; --quick' if arguments.quick else ''}"

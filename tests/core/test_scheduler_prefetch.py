@@ -159,8 +159,66 @@ def test_seeded_noise_is_drawn_on_the_worker_thread(monkeypatch: pytest.MonkeyPa
         return noisy(self, x_value, stdev)
 
     monkeypatch.setattr(examples.NoiseSource, "noisy", recording)
+    monkeypatch.setattr(scheduler, "PREFETCH_INPUTS", True)
     saliency.GradientSaliency().GetSmoothedMask(
         images(1)[0], MLPModel(SHAPE), nsamples=6, seed=0, batch_size=2
     )
     assert threads[:2] == [threading.current_thread().name] * 2  # the first call's samples
     assert all(name.startswith("saliencykit-inputs") for name in threads[2:]) and len(threads) == 6
+
+
+class SpinningModel:
+    """Keeps one CPU busy (a Python loop, holding the GIL) for ``seconds`` in every call."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+
+    def __call__(self, x: np.ndarray, call_model_args: Any = None, expected_keys: Any = None) -> Any:
+        end = time.process_time() + self.seconds
+        while time.process_time() < end:
+            pass
+        return {INPUT_OUTPUT_GRADIENTS: np.ones_like(x)}
+
+
+def test_by_default_a_model_that_leaves_the_cpus_idle_gets_the_next_inputs_built_beside_it() -> None:
+    assert scheduler.PREFETCH_INPUTS is None  # the default: decided from the first call
+    built: list[tuple[int, int, str]] = []
+    run_steps(SlowModel(), [one_long_request(8, built, SlowModel())], [None], batch_size=2)
+    here = threading.current_thread().name
+    # Chunks 0 and 1 on this thread (the first call is timed with nothing beside it); the model
+    # slept through it, so chunks 2 and 3 are built beside calls 1 and 2.
+    assert [name == here for _, _, name in built] == [True, True, False, False]
+    assert all(name.startswith("saliencykit-inputs") for _, _, name in built[2:])
+
+
+def test_by_default_a_model_that_keeps_every_cpu_busy_gets_nothing_beside_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler, "available_cpus", lambda: 1)  # the spinning model fills the one CPU
+    built: list[tuple[int, int, str]] = []
+    run_steps(SpinningModel(), [one_long_request(8, built, SlowModel())], [None], batch_size=2)
+    assert {name for _, _, name in built} == {threading.current_thread().name}
+    # With prefetch=True the same model still gets its inputs built beside it.
+    built.clear()
+    run_steps(SpinningModel(), [one_long_request(8, built, SlowModel())], [None], batch_size=2, prefetch=True)
+    assert all(name.startswith("saliencykit-inputs") for _, _, name in built[1:])
+
+
+@pytest.mark.parametrize(
+    ("cpu_seconds", "wall_seconds", "n_cpus", "idle"),
+    [
+        (0.05, 1.0, 2, True),  # a GPU model: the CPUs wait
+        (1.0, 1.0, 2, True),  # one of two CPUs busy
+        (1.6, 1.0, 2, False),  # a CPU model on both cores (PyTorch's default threads)
+        (1.9, 1.0, 2, False),
+        (7.0, 1.0, 8, True),  # a model on 7 of 8 cores leaves one
+        (7.8, 1.0, 8, False),
+        (0.0, 0.0, 2, False),  # an instant call: nothing to hide behind
+    ],
+)
+def test_model_leaves_a_core_idle(cpu_seconds: float, wall_seconds: float, n_cpus: int, idle: bool) -> None:
+    assert scheduler.model_leaves_a_core_idle(cpu_seconds, wall_seconds, n_cpus) is idle
+
+
+def test_available_cpus_is_positive() -> None:
+    assert scheduler.available_cpus() >= 1

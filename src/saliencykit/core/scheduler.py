@@ -7,6 +7,8 @@ A method's computation of one mask is a generator (:data:`Steps`) that yields
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,9 +89,48 @@ Steps = Generator["Request | Fork", Any, Any]
 _PLAIN_VALUE_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
 #: Whether :func:`run_steps` builds the next call's inputs on a worker thread
-#: while the model runs (its ``prefetch=None``). Set it to False to build every
-#: input on the calling thread (the results are the same either way).
-PREFETCH_INPUTS = True
+#: while the model runs (its ``prefetch=None``): ``None`` (the default) decides
+#: per run from the first call, which is timed (see :func:`model_leaves_a_core_idle`);
+#: True always; False never (every input is built on the calling thread). The
+#: results are the same either way.
+PREFETCH_INPUTS: bool | None = None
+
+#: Building beside the model pays only where the model leaves at least this
+#: many of the process's CPUs idle on average during its calls (its process
+#: CPU seconds per wall second at most ``CPUs - IDLE_CPUS_FOR_PREFETCH``).
+IDLE_CPUS_FOR_PREFETCH = 0.5
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def model_leaves_a_core_idle(cpu_seconds: float, wall_seconds: float, n_cpus: int | None = None) -> bool:
+    """Whether a model call that used ``cpu_seconds`` of process CPU time in ``wall_seconds`` left a CPU idle.
+
+    A model that computes on this machine's CPUs (PyTorch, TensorFlow and JAX
+    on the CPU use every core by default) keeps them busy: the library's work
+    on another thread then competes with the model's threads, whose parallel
+    sections wait for the slowest, and measured on EfficientNet-Lite0 (2 cores)
+    the model slowed by about 2.4 times the work moved beside it. A model on a
+    GPU, or behind a network call, leaves the CPUs idle while it runs: there
+    the work hides behind the model for free.
+
+    Args:
+      cpu_seconds: the process's CPU time during the call (all threads).
+      wall_seconds: the call's wall time.
+      n_cpus: the CPUs to compare with (default :func:`available_cpus`).
+
+    Returns:
+      True when at least :data:`IDLE_CPUS_FOR_PREFETCH` CPUs were idle on average.
+    """
+    if wall_seconds <= 0.0:
+        return False
+    cpus = available_cpus() if n_cpus is None else n_cpus
+    return cpus - cpu_seconds / wall_seconds >= IDLE_CPUS_FOR_PREFETCH
 
 
 def same_call_model_args(first: Any, second: Any) -> bool:
@@ -128,11 +169,17 @@ class _Scheduler:
     """Runs computations and packs their requests into calls (see :func:`run_steps`)."""
 
     def __init__(
-        self, call_model_function: CallModelFunction, batch_size: int, worker: ThreadPoolExecutor | None
+        self,
+        call_model_function: CallModelFunction,
+        batch_size: int,
+        worker: ThreadPoolExecutor | None,
+        prefetch: bool | None = True,
     ) -> None:
         self.call_model_function = call_model_function
         self.batch_size = batch_size
         self.worker = worker
+        # True: build beside the model; None: not yet, the next call is timed to decide.
+        self.prefetch = prefetch if worker is not None else False
         # Inputs being built beside the model: task -> (start, stop, the future array).
         self.prefetched: dict[_Task, tuple[int, int, Future[np.ndarray]]] = {}
         self.pack_args = getattr(call_model_function, "pack_call_model_args", None)
@@ -276,8 +323,14 @@ class _Scheduler:
         else:
             args = self.pack_args([task.args for task, start, stop in chunks for _ in range(stop - start)])
         self.prefetch_after(chunks)
+        deciding = self.prefetch is None
+        wall, cpu = (time.perf_counter(), time.process_time()) if deciding else (0.0, 0.0)
         try:
             output = self.call_model_function(inputs, call_model_args=args, expected_keys=keys)
+            if deciding:
+                self.prefetch = model_leaves_a_core_idle(
+                    time.process_time() - cpu, time.perf_counter() - wall
+                )
         finally:
             for _, _, future in self.prefetched.values():  # the worker's work done before any state moves
                 future.exception()
@@ -331,7 +384,7 @@ class _Scheduler:
         them, and their ``make_inputs`` runs while the model answers this
         call. The rest of the next call is built after the answer, as before.
         """
-        if self.worker is None:
+        if self.worker is None or not self.prefetch:
             return
         answered = {task: stop for task, _, stop in chunks}
         room = self.batch_size
@@ -399,7 +452,12 @@ def run_steps(
     The calls, their inputs and every result are the same as without it; the
     library's own time then hides behind the model's where NumPy and SciPy
     release the GIL (large array arithmetic, FFTs). The worker never runs
-    while the computations handle answers.
+    while the computations handle answers. It pays only where the model
+    leaves a CPU idle (a GPU, a remote model): a model computing on every
+    core of this machine is slowed by more than the work moved beside it.
+    So by default the first call is made with nothing beside it and timed,
+    and the rest of the run builds ahead only if that call left at least
+    half a CPU idle (:func:`model_leaves_a_core_idle`).
 
     Args:
       call_model_function: the user's model function.
@@ -408,9 +466,10 @@ def run_steps(
       batch_size: the most inputs in one call (>= 1).
       on_result: ``on_result(index, result)`` receives each result as it
         finishes; the returned list is then empty.
-      prefetch: build the next call's inputs beside the model (above); False:
-        every input is built on the calling thread just before its call;
-        None: :data:`PREFETCH_INPUTS`.
+      prefetch: True: build the next call's inputs beside the model (above)
+        from the first call on; False: every input is built on the calling
+        thread just before its call; None: :data:`PREFETCH_INPUTS`, whose
+        default ``None`` decides from the first call's CPU use (above).
 
     Returns:
       The results in order (empty with ``on_result``).
@@ -427,9 +486,10 @@ def run_steps(
         if collected is not None:
             results.extend(collected)
 
-    if not (PREFETCH_INPUTS if prefetch is None else prefetch):
+    mode = PREFETCH_INPUTS if prefetch is None else prefetch
+    if mode is False:
         _Scheduler(call_model_function, batch_size, None).run(_Task(root(), None, 0, None))
         return results
-    with ThreadPoolExecutor(1, thread_name_prefix="saliencykit-inputs") as worker:
-        _Scheduler(call_model_function, batch_size, worker).run(_Task(root(), None, 0, None))
+    with ThreadPoolExecutor(1, thread_name_prefix="saliencykit-inputs") as worker:  # its thread starts lazily
+        _Scheduler(call_model_function, batch_size, worker, mode).run(_Task(root(), None, 0, None))
     return results
