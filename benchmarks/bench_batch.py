@@ -45,11 +45,12 @@ set-up, hooks, conversions; "expected" fits it on calls of 1 and
 per call it does not make. Where one image sends fewer inputs than
 ``batch_size`` (vanilla gradients, Grad-CAM, Guided Backprop: one input per
 image; Guided IG: one per step) that is most of the time, and the batch was
-1.4-1.8x faster (32 images, three paired runs). Where the loop already fills its calls (IG, SmoothGrad, Blur
-IG, Occlusion, XRAI: 25 inputs per image, or 50) the batch makes 50 calls of 16
-where the loop makes 64 of 16 and 9: 0.6% of the model's time, which is all
-the batch can gain there. On the 2-core machine this was written on, the same
-work took from 4.1 s to 7.5 s from one run to the next, so those rows land
+1.4-1.8x faster (32 images, three paired runs). Where the loop already fills
+its calls (IG, SmoothGrad, Blur IG, Occlusion, XRAI: 25 inputs per image, or
+50) the batch makes 50 calls of 16 where the loop makes 64 of 16 and 9 (per
+25 inputs): 0.6% of the model's time, which is all the batch can gain there.
+On the 2-core machine this was written on, the same work took from 4.1 s to
+7.5 s from one run to the next, so those rows land
 anywhere from about 0.9x to 1.1x in one run, and a median of three pairs
 still moves by a few percent (0.96-1.02x in the last full run): the
 "expected" column shows what the noise hides.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -220,5 +221,9 @@ def test_model_leaves_a_core_idle(cpu_seconds: float, wall_seconds: float, n_cpu
     assert scheduler.model_leaves_a_core_idle(cpu_seconds, wall_seconds, n_cpus) is idle
 
 
-def test_available_cpus_is_positive() -> None:
-    assert scheduler.available_cpus() >= 1
+def test_available_cpus_are_those_the_process_may_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    if hasattr(os, "sched_getaffinity"):
+        assert scheduler.available_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one, never zero
+    assert scheduler.available_cpus() == 1
