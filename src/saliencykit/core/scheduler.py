@@ -455,7 +455,8 @@ def run_steps(
     release the GIL (large array arithmetic, FFTs). The worker never runs
     while the computations handle answers. It pays only where the model
     leaves a CPU idle (a GPU, a remote model): a model computing on every
-    core of this machine is slowed by more than the work moved beside it.
+    core of this machine can be slowed by more than the work moved beside
+    it (see :func:`model_leaves_a_core_idle`).
     So by default the first call is made with nothing beside it and timed,
     and the rest of the run builds ahead only if that call left at least
     half a CPU idle (:func:`model_leaves_a_core_idle`).
